@@ -1,0 +1,91 @@
+"""One entry point for getting a model or one of its parts from a preset name or a checkpoint.
+
+``source`` is either a preset (``"tiny"``, ``"1b_lyrics"``, ... or a preset YAML path: random
+weights, the same for every process given ``init_seed``) or a ``save_pretrained`` directory
+(local or fsspec URL). Loading one component opens only that component's tensors, so a pipeline
+stage holding the bottom upsampler never reads the top prior.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from models.checkpoint import assign_state_dict
+from models.config import JukeboxConfig, read_config_dict
+from models.presets import is_preset, load_preset
+
+
+def _component_seed(init_seed: int, component: str) -> int:
+    digest = hashlib.blake2b(f"jukebox-init:{init_seed}:{component}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _seeded_build(init_seed: int, component: str, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_component_seed(init_seed, component))
+        return build()
+
+
+def load_model_config(source: str) -> JukeboxConfig:
+    """The :class:`JukeboxConfig` of a preset or checkpoint, without reading any weights."""
+    if is_preset(source):
+        return load_preset(source)
+    try:
+        data = read_config_dict(source)
+    except FileNotFoundError as err:
+        raise ValueError(f"model source {source!r} is neither a preset nor a checkpoint directory: {err}") from err
+    if data.get("model_type") != "jukebox":
+        raise ValueError(f"checkpoint {source!r} holds a {data.get('model_type')!r} config, expected a whole Jukebox model ('jukebox')")
+    return JukeboxConfig.from_dict(data)
+
+
+def _finish(module, device, dtype):
+    if dtype is not None or str(device) != "cpu":
+        module.to(device=device, dtype=dtype)
+    return module.eval()
+
+
+def load_vqvae(source: str, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    """The VQ-VAE of a preset (random, seeded) or of a checkpoint."""
+    from models.vqvae import JukeboxVQVAE
+
+    if is_preset(source):
+        config = load_preset(source)
+        vqvae = _seeded_build(init_seed, "vqvae", lambda: JukeboxVQVAE(config.vqvae_config))
+        return _finish(vqvae, device, dtype)
+    return JukeboxVQVAE.from_pretrained(source, dtype=dtype, device=device)
+
+
+def load_prior(source: str, level: int, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    """Prior ``level`` (0 is the top prior) of a preset (random, seeded) or of a checkpoint."""
+    from models.prior import JukeboxPrior
+
+    if is_preset(source):
+        config = load_preset(source)
+        if not 0 <= level < config.nb_priors:
+            raise ValueError(f"level={level} is out of range: the model has {config.nb_priors} priors (0 is the top)")
+        prior = _seeded_build(
+            init_seed, f"prior{level}",
+            lambda: JukeboxPrior(config.shared_prior_config(level), level=level, nb_priors=config.nb_priors),
+        )
+        return _finish(prior, device, dtype)
+    return JukeboxPrior.from_pretrained(source, level=level, dtype=dtype, device=device)
+
+
+def load_model(source: str, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    """The whole :class:`~models.jukebox.JukeboxModel`; a preset gives the same weights as its parts
+    loaded one by one with :func:`load_vqvae` / :func:`load_prior` and the same ``init_seed``."""
+    from models.jukebox import JukeboxModel
+
+    if not is_preset(source):
+        return JukeboxModel.from_pretrained(source, dtype=dtype, device=device)
+    config = load_preset(source)
+    state = {f"vqvae.{k}": v for k, v in load_vqvae(source, init_seed=init_seed).state_dict().items()}
+    for level in range(config.nb_priors):
+        prior = load_prior(source, level, init_seed=init_seed)
+        state.update({f"priors.{level}.{k}": v for k, v in prior.state_dict().items()})
+    with torch.device("meta"):
+        model = JukeboxModel(config)
+    assign_state_dict(model, state, f"preset {source!r}")
+    return _finish(model, device, dtype)
