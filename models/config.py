@@ -193,8 +193,13 @@ class JukeboxVQVAEConfig(_ConfigBase):
                 _fail(name, attr, value, "a positive integer")
         if self.act_fn not in ACTIVATIONS:
             _fail(name, "act_fn", self.act_fn, f"one of {ACTIVATIONS}")
+        if self.multipliers is None:  # transformers accepts None for "no per-level scaling"
+            self.multipliers = [1] * self.levels
         for attr in ("hop_fraction", "multipliers", "res_downs_t", "res_strides_t"):
-            value = list(getattr(self, attr))
+            value = getattr(self, attr)
+            if not isinstance(value, (list, tuple)):
+                _fail(name, attr, value, f"a list of one entry per level (levels={self.levels})")
+            value = list(value)
             setattr(self, attr, value)
             if len(value) != self.levels:
                 _fail(name, attr, value, f"a list of one entry per level (levels={self.levels})")
