@@ -46,14 +46,36 @@ def _finish(module, device, dtype):
     return module.eval()
 
 
+_CODEBOOK_INIT_SECONDS = 2.0
+
+
+@torch.no_grad()
+def _init_codebooks_from_noise(vqvae) -> None:
+    """Random weights leave all-zero codebooks (every token 0). Draw each level's codes from the
+    encoder's latents of seeded noise, as training initialises them from its first batch."""
+    config = vqvae.config
+    n_samples = max(int(_CODEBOOK_INIT_SECONDS * 44100), config.hop_lengths[-1] * 8)
+    n_samples -= n_samples % config.hop_lengths[-1]
+    noise = torch.randn(1, config.conv_input_shape, n_samples) * 0.1
+    for level, encoder in enumerate(vqvae.encoders):
+        latents = encoder(noise)  # [1, embed_dim, tokens]
+        vqvae.bottleneck.level_blocks[level].init_from_data(latents[0].t().contiguous())
+
+
 def load_vqvae(source: str, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
     """The VQ-VAE of a preset (random, seeded) or of a checkpoint."""
     from models.vqvae import JukeboxVQVAE
 
     if is_preset(source):
         config = load_preset(source)
-        vqvae = _seeded_build(init_seed, "vqvae", lambda: JukeboxVQVAE(config.vqvae_config))
+        def build():
+            vqvae = JukeboxVQVAE(config.vqvae_config).eval()
+            _init_codebooks_from_noise(vqvae)
+            return vqvae
+
+        vqvae = _seeded_build(init_seed, "vqvae", build)
         return _finish(vqvae, device, dtype)
+    load_model_config(source)  # a clear error for a path that is no checkpoint
     return JukeboxVQVAE.from_pretrained(source, dtype=dtype, device=device)
 
 
@@ -70,6 +92,7 @@ def load_prior(source: str, level: int, *, init_seed: int = 0, device: torch.dev
             lambda: JukeboxPrior(config.shared_prior_config(level), level=level, nb_priors=config.nb_priors),
         )
         return _finish(prior, device, dtype)
+    load_model_config(source)
     return JukeboxPrior.from_pretrained(source, level=level, dtype=dtype, device=device)
 
 
@@ -79,6 +102,7 @@ def load_model(source: str, *, init_seed: int = 0, device: torch.device | str = 
     from models.jukebox import JukeboxModel
 
     if not is_preset(source):
+        load_model_config(source)
         return JukeboxModel.from_pretrained(source, dtype=dtype, device=device)
     config = load_preset(source)
     state = {f"vqvae.{k}": v for k, v in load_vqvae(source, init_seed=init_seed).state_dict().items()}
