@@ -1,0 +1,318 @@
+"""The priors' transformer: layer norm, MLP, residual block and the stack of blocks.
+
+State-dict layout (``_attn_mods.{i}.attn / layer_norm_0 / mlp.c_fc / mlp.c_proj / layer_norm_1``)
+matches transformers' ``JukeboxLayerStack``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.config import AttentionKind, JukeboxPriorConfig, attention_kind
+from models.prior.attention import Conv1D, SparseAttention
+from models.prior.kv_cache import KVCache, LayerKVCache
+
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_python": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": _quick_gelu,
+    "swish": F.silu,
+    "silu": F.silu,
+    "elu": F.elu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation function called ``name`` (transformers' ``ACT2FN`` names)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm whose output keeps the input dtype (under autocast it computes in float32)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps).to(hidden_states.dtype)
+
+
+class MLP(nn.Module):
+    """``c_proj(act(c_fc(x)))``: width -> mlp_width -> width."""
+
+    def __init__(self, width: int, mlp_width: int, act_fn: str, resid_dropout: float = 0.0, init_std: float = 0.02):
+        super().__init__()
+        self.c_fc = Conv1D(width, mlp_width, init_std)
+        self.c_proj = Conv1D(mlp_width, width, init_std)
+        self.act = activation(act_fn)
+        self.dropout = nn.Dropout(resid_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """float [..., width] -> [..., width]."""
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
+
+
+class TransformerBlock(nn.Module):
+    """``a = attn(ln0(x)); m = mlp(ln1(x + a)); out = x + res_scale * (a + m)``.
+
+    The MLP reads the attention output added to the residual, but the block's output adds both
+    branches to the *input* (the Jukebox block, not the usual pre-LN block).
+    """
+
+    def __init__(self, attn: SparseAttention, width: int, mlp: MLP, res_scale: float = 1.0):
+        super().__init__()
+        self.attn = attn
+        self.layer_norm_0 = LayerNorm(width)
+        self.mlp = mlp
+        self.layer_norm_1 = LayerNorm(width)
+        self.res_scale = res_scale
+
+    @property
+    def kind(self) -> AttentionKind:
+        return self.attn.kind
+
+    def _combine(self, hidden_states: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        mixed = self.mlp(self.layer_norm_1(hidden_states + attended))
+        if self.res_scale == 1.0:
+            return hidden_states + attended + mixed
+        return hidden_states + self.res_scale * (attended + mixed)
+
+    def forward(self, hidden_states: torch.Tensor, encoder_states: torch.Tensor | None = None, record: bool = False):
+        """Whole sequence: hidden_states [B, T, width] -> ([B, T, width], attention probabilities or None)."""
+        attended, probs = self.attn(self.layer_norm_0(hidden_states), encoder_states, record)
+        return self._combine(hidden_states, attended), probs
+
+    def forward_cached(self, hidden_states: torch.Tensor, start: int, cache: LayerKVCache) -> torch.Tensor:
+        """Positions ``[start, start + n)``: hidden_states [B, n, width] -> [B, n, width]."""
+        return self._combine(hidden_states, self.attn.forward_cached(self.layer_norm_0(hidden_states), start, cache))
+
+    def decode_weights(self) -> DecodeWeights:
+        """Plain references to this block's tensors for :func:`decode_block`."""
+        attn, mlp, ln0, ln1 = self.attn, self.mlp, self.layer_norm_0, self.layer_norm_1
+        return DecodeWeights(
+            attn, attn.c_attn.weight, attn.c_attn.bias, attn.c_proj.weight, attn.c_proj.bias,
+            ln0.normalized_shape, ln0.weight, ln0.bias, ln0.eps, ln1.weight, ln1.bias, ln1.eps,
+            mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, mlp.act, self.res_scale,
+        )
+
+
+class DecodeWeights(NamedTuple):
+    """One block's tensors as plain references, gathered once per sampled window.
+
+    The one-token loop is bound by Python overhead at small sizes, and every ``nn.Module``
+    attribute lookup costs about half a microsecond: a block step would make ~25 of them.
+    """
+
+    attn: SparseAttention
+    attn_weight: torch.Tensor
+    attn_bias: torch.Tensor
+    proj_weight: torch.Tensor
+    proj_bias: torch.Tensor
+    norm_shape: tuple[int, ...]
+    norm0_weight: torch.Tensor
+    norm0_bias: torch.Tensor
+    norm0_eps: float
+    norm1_weight: torch.Tensor
+    norm1_bias: torch.Tensor
+    norm1_eps: float
+    fc_weight: torch.Tensor
+    fc_bias: torch.Tensor
+    mlp_proj_weight: torch.Tensor
+    mlp_proj_bias: torch.Tensor
+    act: Callable[[torch.Tensor], torch.Tensor]
+    res_scale: float
+
+
+def decode_block(w: DecodeWeights, hidden_states: torch.Tensor, t: int, cache: LayerKVCache) -> torch.Tensor:
+    """The one-token step of position ``t`` through one block: float [B, width] -> [B, width].
+
+    Same computation as :meth:`TransformerBlock.forward_cached` on one position (inference only),
+    in as few tensor operations as possible: this is the sampler's inner loop.
+    """
+    attn = w.attn
+    batch = hidden_states.shape[0]
+    normed = F.layer_norm(hidden_states, w.norm_shape, w.norm0_weight, w.norm0_bias, w.norm0_eps)
+    projected = torch.addmm(w.attn_bias, normed, w.attn_weight)
+    if attn.kind is AttentionKind.CROSS:
+        context = attn.attend_one(projected.view(batch, attn.n_heads, 1, attn.head_dim), None, None, t, cache)
+    else:
+        query, key, value = projected.view(batch, 3, attn.n_heads, 1, attn.head_dim).unbind(1)
+        context = attn.attend_one(query, key, value, t, cache)
+    attended = torch.addmm(w.proj_bias, context.reshape(batch, -1), w.proj_weight)
+    mixed_in = hidden_states + attended
+    normed = F.layer_norm(mixed_in, w.norm_shape, w.norm1_weight, w.norm1_bias, w.norm1_eps)
+    mixed = torch.addmm(w.mlp_proj_bias, w.act(torch.addmm(w.fc_bias, normed, w.fc_weight)), w.mlp_proj_weight)
+    if w.res_scale == 1.0:
+        return mixed_in + mixed
+    return hidden_states + w.res_scale * (attended + mixed)
+
+
+class LayerStack(nn.Module):
+    """``len(kinds)`` transformer blocks; block ``i`` attends with kind ``kinds[i]``.
+
+    Args:
+        kinds: the attention kind of each layer.
+        width: model width.
+        n_heads: attention heads.
+        attn_width: total attention width (``n_heads * head_dim``).
+        mlp_width: hidden width of the MLPs.
+        n_ctx: sequence length the layers are built for (``block_ctx = n_ctx // blocks``).
+        blocks: number of blocks of the sparse kinds.
+        spread: summary-spread positions per block.
+        encoder_len: lyric tokens (prime: leading positions of the sequence; cross: encoder states).
+        mask: causal masking in the full-sequence path.
+        act_fn: MLP activation name.
+        res_scale: weight of each block's residual branches.
+        attn_dropout, resid_dropout: dropout probabilities.
+        init_std: initial weight standard deviation of the projections.
+    """
+
+    def __init__(
+        self,
+        kinds: Sequence[AttentionKind],
+        width: int,
+        n_heads: int,
+        attn_width: int,
+        mlp_width: int,
+        n_ctx: int,
+        blocks: int,
+        *,
+        spread: int | None = None,
+        encoder_len: int = 0,
+        mask: bool = True,
+        act_fn: str = "quick_gelu",
+        res_scale: float = 1.0,
+        attn_dropout: float = 0.0,
+        resid_dropout: float = 0.0,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        self.n_ctx, self.width = n_ctx, width
+        self._attn_mods = nn.ModuleList(
+            TransformerBlock(
+                SparseAttention(
+                    width, attn_width, n_heads, kind, n_ctx, blocks, spread=spread, encoder_len=encoder_len, mask=mask,
+                    attn_dropout=attn_dropout, resid_dropout=resid_dropout, init_std=init_std,
+                ),
+                width,
+                MLP(width, mlp_width, act_fn, resid_dropout, init_std),
+                res_scale,
+            )
+            for kind in kinds
+        )
+
+    @classmethod
+    def from_config(cls, config: JukeboxPriorConfig, n_ctx: int) -> LayerStack:
+        """The stack a prior config describes, over sequences of ``n_ctx`` positions."""
+        kinds = [attention_kind(config.attention_pattern, i) for i in range(config.num_layers)]
+        return cls(
+            kinds,
+            config.hidden_size,
+            config.n_heads,
+            int(config.attention_multiplier * config.hidden_size),
+            int(config.mlp_multiplier * config.hidden_size),
+            n_ctx,
+            config.blocks,
+            spread=config.spread,
+            encoder_len=config.nb_relevant_lyric_tokens,
+            mask=config.mask,
+            act_fn=config.act_fn,
+            res_scale=1.0 / config.num_layers if config.attn_res_scale else 1.0,
+            attn_dropout=config.attn_dropout,
+            resid_dropout=config.resid_dropout,
+            init_std=0.0 if config.zero_out else 0.02 * config.init_scale,
+        )
+
+    @property
+    def kinds(self) -> list[AttentionKind]:
+        return [layer.kind for layer in self._attn_mods]
+
+    def forward(
+        self, hidden_states: torch.Tensor, encoder_states: torch.Tensor | None = None, record_layers: Collection[int] = ()
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Whole sequence: hidden_states float [B, T, width] -> (same shape, {layer: attention probabilities}).
+
+        ``record_layers``: indices of the layers whose attention probabilities to return
+        (dense, prime and cross layers only, see :meth:`SparseAttention.forward`).
+        """
+        recorded: dict[int, torch.Tensor] = {}
+        for index, layer in enumerate(self._attn_mods):
+            hidden_states, probs = layer(hidden_states, encoder_states, index in record_layers)
+            if probs is not None:
+                recorded[index] = probs
+        return hidden_states, recorded
+
+    def new_cache(
+        self, batch: int, dtype: torch.dtype, device: torch.device | str, encoder_states: torch.Tensor | None = None
+    ) -> KVCache:
+        """A preallocated cache for sampling ``batch`` sequences; cross layers get the encoder's keys/values now."""
+        caches = []
+        for layer in self._attn_mods:
+            attn = layer.attn
+            if attn.kind is AttentionKind.CROSS:
+                if encoder_states is None:
+                    raise ValueError("this stack has cross_attention layers: sampling needs the lyric encoder states")
+                cache = LayerKVCache(batch, attn.n_heads, encoder_states.shape[1], attn.head_dim, dtype=dtype, device=device)
+                attn.fill_cross_cache(cache, encoder_states)
+            else:
+                capacity, ring = attn.cache_spec()
+                cache = LayerKVCache(batch, attn.n_heads, capacity, attn.head_dim, ring=ring, dtype=dtype, device=device)
+            caches.append(cache)
+        return KVCache(caches)
+
+    def forward_cached(self, hidden_states: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+        """Positions ``[start, start + n)`` of sequences being sampled: [B, n, width] -> [B, n, width]."""
+        for layer, layer_cache in zip(self._attn_mods, cache.layers):
+            hidden_states = layer.forward_cached(hidden_states, start, layer_cache)
+        return hidden_states
+
+    def decode_weights(self) -> list[DecodeWeights]:
+        """Every block's :class:`DecodeWeights` (gather once per window, pass to :meth:`decode`)."""
+        return [layer.decode_weights() for layer in self._attn_mods]
+
+    def decode(self, hidden_states: torch.Tensor, t: int, cache: KVCache, weights: list[DecodeWeights] | None = None) -> torch.Tensor:
+        """The one-token step of position ``t`` through every layer: float [B, width] -> [B, width]."""
+        for block, layer_cache in zip(weights or self.decode_weights(), cache.layers):
+            hidden_states = decode_block(block, hidden_states, t, layer_cache)
+        return hidden_states
+
+
+def positional_init_std(config: JukeboxPriorConfig) -> float:
+    """Initial standard deviation of positional/timing embeddings (0.01 * init_scale)."""
+    return 0.01 * config.init_scale
+
+
+def embedding_init_std(config: JukeboxPriorConfig) -> float:
+    """Initial standard deviation of token embeddings (0.02 * init_scale)."""
+    return 0.02 * config.init_scale
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "DecodeWeights",
+    "LayerNorm",
+    "LayerStack",
+    "MLP",
+    "TransformerBlock",
+    "activation",
+    "decode_block",
+    "embedding_init_std",
+    "positional_init_std",
+]
