@@ -1,0 +1,510 @@
+"""The original OpenAI Jukebox checkpoint files, read into (and written from) our state dicts.
+
+A released model is four files: ``vqvae.pth.tar`` and ``prior_level_{0,1,2}.pth.tar``, each a
+torch-saved dict whose ``"model"`` entry is the state dict of the original module. The original
+numbers the priors bottom-first (``prior_level_2`` is the top prior) while ours, like
+transformers, are top-first, so ``prior_level_k`` holds ``priors.{nb_priors - 1 - k}``.
+
+Names are translated by a table of rules, each a pair of templates over a dotted key local to
+one file (ours without its ``vqvae.`` / ``priors.{i}.`` prefix)::
+
+    literal      level_blocks
+    <j>          an index; <2j+1> on the other side is an affine function of it: our flat
+                 ModuleLists interleave what the original nested as Sequential pairs
+    (a|b)        one of several names; the n-th choice group of one side matches the n-th of the
+                 other, so (w|b) <-> (weight|bias) renames the original Conv1D's parameters
+
+One rule matches each name, in both directions, so :func:`openai_to_ours` and
+:func:`ours_to_openai` are exact inverses on the names the original modules produce.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import posixpath
+import re
+import types
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import torch
+
+from models.checkpoint import CheckpointError
+from models.config import JukeboxConfig
+
+logger = logging.getLogger(__name__)
+
+VQVAE_FILE = "vqvae.pth.tar"
+_MAX_LISTED = 20
+
+# --------------------------------------------------------------------------- name templates
+_SLOT = re.compile(r"<(\d*)([a-z])([+-]\d+)?>|\(([^()]+)\)")
+_INDEX = r"(0|[1-9]\d*)"  # canonical decimal only, so a name renders back to itself
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """An index slot (``var`` with ``scale * var + shift``) or a choice slot (``choices``)."""
+
+    var: str | None = None
+    scale: int = 1
+    shift: int = 0
+    choices: tuple[str, ...] = ()
+
+
+class _Template:
+    """A dotted key pattern; see the module docstring for its syntax."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        pieces: list[str | _Slot] = []
+        regex, position = [], 0
+        for match in _SLOT.finditer(text):
+            literal = text[position:match.start()]
+            pieces.append(literal)
+            regex.append(re.escape(literal))
+            if match.group(2):
+                pieces.append(_Slot(var=match.group(2), scale=int(match.group(1) or 1), shift=int(match.group(3) or 0)))
+                regex.append(_INDEX)
+            else:
+                choices = tuple(match.group(4).split("|"))
+                pieces.append(_Slot(choices=choices))
+                regex.append("(" + "|".join(map(re.escape, choices)) + ")")
+            position = match.end()
+        pieces.append(text[position:])
+        regex.append(re.escape(text[position:]))
+        self.pieces = tuple(pieces)
+        self.slots = tuple(p for p in pieces if isinstance(p, _Slot))
+        self.regex = re.compile("".join(regex))
+
+    def match(self, key: str) -> tuple[dict[str, int], tuple[int, ...]] | None:
+        """The index values and choice positions of ``key``, or None if it does not fit."""
+        found = self.regex.fullmatch(key)
+        if found is None:
+            return None
+        values: dict[str, int] = {}
+        picks: list[int] = []
+        for slot, text in zip(self.slots, found.groups()):
+            if slot.var is None:
+                picks.append(slot.choices.index(text))
+                continue
+            offset = int(text) - slot.shift
+            if offset < 0 or offset % slot.scale:
+                return None
+            if values.setdefault(slot.var, offset // slot.scale) != offset // slot.scale:
+                return None
+        return values, tuple(picks)
+
+    def render(self, values: Mapping[str, int], picks: Sequence[int]) -> str | None:
+        """The key for these index values and choices; None where an index would be negative."""
+        out, next_pick = [], iter(picks)
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+            elif piece.var is None:
+                out.append(piece.choices[next(next_pick)])
+            else:
+                index = piece.scale * values[piece.var] + piece.shift
+                if index < 0:
+                    return None
+                out.append(str(index))
+        return "".join(out)
+
+
+class _Rule:
+    """One original name pattern and ours.
+
+    ``upsampler_file``: None when the original name is the same in every file; True/False when
+    this form is the one written in upsampler files / in other files.
+    ``depth_index``: ``(index, level)`` when the original index ``index`` is absent from our name
+    and equals ``res_downs_t[level]`` (the encoder's output projection follows its downsampling
+    steps in one Sequential).
+    """
+
+    def __init__(self, openai: str, ours: str, *, upsampler_file: bool | None = None,
+                 depth_index: tuple[str, str] | None = None) -> None:
+        self.openai, self.ours = _Template(openai), _Template(ours)
+        self.upsampler_file = upsampler_file
+        self.depth_index = depth_index
+        groups = [len(s.choices) for s in self.openai.slots if s.var is None]
+        if groups != [len(s.choices) for s in self.ours.slots if s.var is None]:
+            raise AssertionError(f"choice groups of {openai!r} and {ours!r} do not pair up")
+
+
+_WB = "(weight|bias)"
+_CONV1D = "(w|b)"  # the original transformer's Conv1D names its parameters w and b
+_RES_CONV = "(1|3)"  # ResConv1DBlock.model = Sequential(ReLU, Conv1d k=3, ReLU, Conv1d k=1)
+_OUR_RES_CONV = "(conv1d_1|conv1d_2)"
+
+
+def _encoder_block(o: str, u: str) -> tuple[_Rule, ...]:
+    """EncoderConvBlock.model = [Sequential(strided Conv1d, Resnet1D)] * down_t + [Conv1d]."""
+    return (
+        _Rule(f"{o}.model.<j>.0.{_WB}", f"{u}.downsample_block.<2j>.{_WB}"),
+        _Rule(f"{o}.model.<j>.1.model.<r>.model.{_RES_CONV}.{_WB}",
+              f"{u}.downsample_block.<2j+1>.resnet_block.<r>.{_OUR_RES_CONV}.{_WB}"),
+        _Rule(f"{o}.model.<n>.{_WB}", f"{u}.proj_out.{_WB}", depth_index=("n", "b")),
+    )
+
+
+def _decoder_block(o: str, u: str, resnet_forms: Sequence[tuple[str, bool | None]]) -> tuple[_Rule, ...]:
+    """DecoderConvBock.model = [Conv1d] + [Sequential(Resnet1D, ConvTranspose1d)] * down_t.
+
+    ``resnet_forms``: (attribute, upsampler_file) pairs: a Resnet1D keeps its blocks in ``model``,
+    or in ``blocks`` when built with checkpointed residuals (the released upsamplers' conditioners).
+    """
+    resnets = tuple(
+        _Rule(f"{o}.model.<j>.0.{word}.<r>.model.{_RES_CONV}.{_WB}",
+              f"{u}.upsample_block.<2j-2>.resnet_block.<r>.{_OUR_RES_CONV}.{_WB}", upsampler_file=form)
+        for word, form in resnet_forms
+    )
+    return (
+        _Rule(f"{o}.model.0.{_WB}", f"{u}.proj_in.{_WB}"),
+        *resnets,
+        _Rule(f"{o}.model.<j>.1.{_WB}", f"{u}.upsample_block.<2j-1>.{_WB}"),
+    )
+
+
+def _transformer(o: str, u: str) -> tuple[_Rule, ...]:
+    """ConditionalAutoregressive2D: token embedding, learned positions, the attention layers."""
+    layer_o, layer_u = f"{o}.transformer._attn_mods.<i>", f"{u}.transformer._attn_mods.<i>"
+    return (
+        _Rule(f"{o}.x_emb.weight", f"{u}.embed_tokens.weight"),
+        _Rule(f"{o}.pos_emb.pos_emb", f"{u}.pos_emb.pos_emb"),
+        _Rule(f"{o}.start_token", f"{u}.start_token"),
+        _Rule(f"{layer_o}.(ln_0|ln_1).{_WB}", f"{layer_u}.(layer_norm_0|layer_norm_1).{_WB}"),
+        _Rule(f"{layer_o}.attn.(c_attn|c_enc_kv|c_proj).{_CONV1D}", f"{layer_u}.attn.(c_attn|c_enc_kv|c_proj).{_WB}"),
+        _Rule(f"{layer_o}.mlp.(c_fc|c_proj).{_CONV1D}", f"{layer_u}.mlp.(c_fc|c_proj).{_WB}"),
+    )
+
+
+_ENCODER_LEVEL = "encoders.<e>.level_blocks.<b>"
+_DECODER_LEVEL = "decoders.<e>.level_blocks.<b>"
+_TIMING = "(total_length_emb|absolute_pos_emb|relative_pos_emb)"
+
+_RULES: tuple[_Rule, ...] = (
+    # vqvae.pth.tar: one encoder and decoder per level, each with level_blocks 0..level
+    *_encoder_block(_ENCODER_LEVEL, _ENCODER_LEVEL),
+    *_decoder_block(_DECODER_LEVEL, _DECODER_LEVEL, [("model", None)]),
+    _Rule(f"decoders.<e>.out.{_WB}", f"decoders.<e>.out.{_WB}"),
+    _Rule("bottleneck.level_blocks.<l>.k", "bottleneck.level_blocks.<l>.codebook"),
+    # prior_level_k.pth.tar: label conditioner (SimpleEmbedding / RangeEmbedding wrap .emb)
+    _Rule("y_emb.(bow_genre_emb|artist_emb).emb.weight", "metadata_embedding.(bow_genre_emb|artist_emb).weight"),
+    _Rule(f"y_emb.{_TIMING}.emb.weight", f"metadata_embedding.{_TIMING}.emb.weight"),
+    # the music transformer
+    *_transformer("prior", "prior"),
+    _Rule("prior.x_out.weight", "prior.fc_proj_out.weight"),
+    # 5b_lyrics: the separate lyrics encoder and its projection into the music transformer
+    *_transformer("prime_prior", "encoder"),
+    _Rule(f"prime_state_proj.{_CONV1D}", f"encoder.proj_in.{_WB}"),
+    _Rule(f"prime_state_ln.{_WB}", f"encoder.final_layer_norm.{_WB}"),
+    _Rule("prime_x_out.weight", "encoder.lm_head.weight"),
+    # upsamplers: the music-token conditioner on the level above
+    _Rule("conditioner_blocks.0.x_emb.weight", "conditioner_blocks.embed_tokens.weight"),
+    _Rule(f"conditioner_blocks.0.ln.{_WB}", f"conditioner_blocks.layer_norm.{_WB}"),
+    *_decoder_block("conditioner_blocks.0.cond", "conditioner_blocks.upsampler", [("blocks", True), ("model", False)]),
+)
+
+
+def _only(found: list[tuple[_Rule, Any]], key: str) -> tuple[_Rule, Any] | None:
+    if len(found) > 1:
+        raise AssertionError(f"{key!r} fits {len(found)} rules: {[rule.openai.text for rule, _ in found]}")
+    return found[0] if found else None
+
+
+def openai_to_ours(key: str) -> str:
+    """Our name of a parameter of an original file, both local to that file.
+
+    E.g. ``"encoders.0.level_blocks.0.model.1.0.weight"`` -> ``"encoders.0.level_blocks.0.downsample_block.2.weight"``.
+    Raises ValueError for a name no original Jukebox module produces.
+    """
+    found = _only([(r, m) for r in _RULES if (m := r.openai.match(key)) is not None], key)
+    ours = None if found is None else found[0].ours.render(*found[1])
+    if ours is None:
+        raise ValueError(f"{key!r} is not a parameter name of an original Jukebox VQ-VAE or prior")
+    return ours
+
+
+def ours_to_openai(key: str, *, upsampler_file: bool, res_downs_t: Sequence[int] | None = None) -> str:
+    """The original name of one of our parameters, both local to the file (no ``priors.{i}.`` prefix).
+
+    Args:
+        key: e.g. ``"conditioner_blocks.upsampler.upsample_block.0.resnet_block.1.conv1d_2.bias"``.
+        upsampler_file: whether the name goes into an upsampler's file (``prior_level_k`` with
+            k below the top), whose conditioner stored its residual blocks as ``blocks``.
+        res_downs_t: the VQ-VAE's ``res_downs_t``; needed only for an encoder's ``proj_out``,
+            whose original index is the number of downsampling steps before it.
+    """
+    candidates = [r for r in _RULES if r.upsampler_file in (None, upsampler_file)]
+    found = _only([(r, m) for r in candidates if (m := r.ours.match(key)) is not None], key)
+    if found is None:
+        raise ValueError(f"{key!r} is not a parameter name of our Jukebox VQ-VAE or priors")
+    rule, (values, picks) = found
+    if rule.depth_index is not None:
+        index, level = rule.depth_index
+        if res_downs_t is None or not 0 <= values[level] < len(res_downs_t):
+            raise ValueError(f"the original name of {key!r} needs res_downs_t with an entry for level "
+                             f"{values[level]} (the steps before the projection), got {res_downs_t!r}")
+        values = {**values, index: int(res_downs_t[values[level]])}
+    original = rule.openai.render(values, picks)
+    if original is None:
+        raise ValueError(f"{key!r} has no original name (an index falls below 0)")
+    return original
+
+
+# --------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class OpenAIFile:
+    """One original checkpoint file: its name, our key prefix, and whether it holds an upsampler."""
+
+    name: str
+    prefix: str
+    upsampler: bool
+
+
+def openai_files(nb_priors: int) -> tuple[OpenAIFile, ...]:
+    """The VQ-VAE file, then ``prior_level_0`` (bottom upsampler) .. ``prior_level_{n-1}`` (top prior)."""
+    priors = tuple(
+        OpenAIFile(f"prior_level_{k}.pth.tar", f"priors.{nb_priors - 1 - k}.", upsampler=k != nb_priors - 1)
+        for k in range(nb_priors)
+    )
+    return (OpenAIFile(VQVAE_FILE, "vqvae.", upsampler=False), *priors)
+
+
+def _file_name(role: str) -> str:
+    role = posixpath.basename(str(role).rstrip("/"))
+    return role if role.endswith(".pth.tar") else f"{role}.pth.tar"
+
+
+def _exists(path: str) -> bool:
+    fs, local_path = fsspec.core.url_to_fs(path)
+    return fs.exists(local_path)
+
+
+def _resolve_paths(paths: Mapping[str, str] | Sequence[str], files: Sequence[OpenAIFile]) -> dict[str, str]:
+    """File name -> path, from a {role: path} mapping or from paths named like the original files."""
+    expected = [f.name for f in files]
+    pairs = paths.items() if isinstance(paths, Mapping) else ((path, path) for path in paths)
+    named: dict[str, str] = {}
+    for role, path in pairs:
+        name = _file_name(role)
+        if name in named:
+            raise ValueError(f"two paths are given for {name}: {named[name]!r} and {str(path)!r}")
+        named[name] = str(path)
+    unknown = sorted(set(named) - set(expected))
+    if unknown:
+        raise ValueError(f"unexpected checkpoint files {unknown} (from {sorted(named.values())}): expected files "
+                         f"named {expected}; pass a dict {{'prior_level_2': path, ...}} for files named otherwise")
+    missing = [name for name in expected if name not in named]
+    if missing:
+        raise ValueError(f"no path given for {missing}: this model needs {expected}")
+    absent = [path for path in named.values() if not _exists(path)]
+    if absent:
+        raise FileNotFoundError(f"original Jukebox checkpoint files do not exist: {absent}")
+    return named
+
+
+# --------------------------------------------------------------------------- reading
+class _Opaque:
+    """Stands in for any object of a class the checkpoint names beside the weights (hparams,
+    optimiser settings): built without running that class's code, and never used."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+_TENSOR_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Resolves only what rebuilds tensors (storages are resolved by torch before this); every
+    other global becomes :class:`_Opaque`, so loading runs no code named by the file."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _TENSOR_GLOBALS:
+            return OrderedDict if module == "collections" else getattr(torch._utils, name)
+        return _Opaque
+
+
+_INERT_PICKLE = types.ModuleType("jukebox_inert_pickle")
+_INERT_PICKLE.Unpickler = _InertUnpickler  # type: ignore[attr-defined]
+_INERT_PICKLE.load = lambda handle, **kwargs: _InertUnpickler(handle, **kwargs).load()  # type: ignore[attr-defined]
+
+
+def _torch_load(fs: fsspec.AbstractFileSystem, path: str, *, inert: bool) -> Any:
+    options: dict[str, Any] = {"pickle_module": _INERT_PICKLE, "weights_only": False} if inert else {"weights_only": True}
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        with fs.open(path, "rb") as handle:  # remote: streamed through fsspec
+            return torch.load(handle, map_location="cpu", **options)
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"  # the torch >= 1.6 zip format can be memory-mapped
+    return torch.load(path, map_location="cpu", mmap=zipped, **options)
+
+
+def read_original_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The ``"model"`` state dict of one original checkpoint file (local or fsspec URL), keys as stored.
+
+    Weights-only loading is tried first; a file whose other entries name classes it does not allow
+    is read again with an unpickler that turns those entries into inert placeholders. Local
+    zip-format files are memory-mapped; 2020-era legacy files are read whole.
+    """
+    fs, local_path = fsspec.core.url_to_fs(str(path))
+    if not fs.exists(local_path):
+        raise FileNotFoundError(f"original Jukebox checkpoint {path!r} does not exist")
+    try:
+        try:
+            payload = _torch_load(fs, local_path, inert=False)
+        except pickle.UnpicklingError as err:
+            logger.info("%s: entries beside the weights name classes that weights-only loading refuses; "
+                        "reading them as inert placeholders", path)
+            logger.debug("weights-only load of %s: %s", path, err)
+            payload = _torch_load(fs, local_path, inert=True)
+    except Exception as err:  # every reader failure becomes one error naming the file
+        raise CheckpointError(f"cannot read {path!r} as a PyTorch checkpoint: {type(err).__name__}: {err}") from err
+    if not isinstance(payload, Mapping) or "model" not in payload:
+        found = sorted(map(str, payload)) if isinstance(payload, Mapping) else type(payload).__name__
+        raise CheckpointError(f"{path!r} is not an original Jukebox checkpoint: expected a dict with a 'model' "
+                              f"state dict, found {found}")
+    state = payload["model"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"the 'model' entry of {path!r} is a {type(state).__name__}, expected a state dict")
+    return dict(state)
+
+
+def expected_shapes(config: JukeboxConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of our ``JukeboxModel(config)``, built on the meta device."""
+    # imported here: the name mapping above stays usable without building any model
+    from models.jukebox import JukeboxModel
+
+    with torch.device("meta"):
+        model = JukeboxModel(config)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _listed(title: str, items: list[str]) -> str:
+    shown = items[:_MAX_LISTED] + ([f"... {len(items) - _MAX_LISTED} more"] if len(items) > _MAX_LISTED else [])
+    return f"{len(items)} {title}:\n  " + "\n  ".join(shown)
+
+
+def load_openai_checkpoint(
+    paths: Mapping[str, str] | Sequence[str],
+    config: JukeboxConfig,
+    *,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read the original files of a Jukebox model into a state dict keyed as ours (``vqvae.*``, ``priors.{i}.*``).
+
+    Args:
+        paths: ``{"vqvae": path, "prior_level_0": path, ...}`` (roles with or without ``.pth.tar``),
+            or a list of paths whose file names are the original ones. Local paths or fsspec URLs.
+        config: the model the files hold (e.g. ``load_preset("5b_lyrics")``).
+        shapes: expected key -> shape; default :func:`expected_shapes` of ``config``.
+
+    Returns:
+        The tensors as stored (dtype unchanged; memory-mapped where the file allows).
+
+    Raises:
+        FileNotFoundError naming a missing file; CheckpointError (a ValueError) naming a file that
+        is not a checkpoint, or listing at once every missing key, unexpected key (with its original
+        name and file) and shape that differs from what ``config`` describes.
+    """
+    files = openai_files(config.nb_priors)
+    located = _resolve_paths(paths, files)
+    wanted = {k: tuple(s) for k, s in (expected_shapes(config) if shapes is None else shapes).items()}
+    downs = config.vqvae_config.res_downs_t
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    unexpected: list[str] = []
+    for file in files:
+        path = located[file.name]
+        logger.info("reading %s into %s*", path, file.prefix)
+        for original, tensor in read_original_state_dict(path).items():
+            try:
+                local = openai_to_ours(original)
+                # a Resnet1D stored its blocks as "model" or "blocks" depending on how it was
+                # trained, not on what it computes: either form is read from any file
+                forms = {ours_to_openai(local, upsampler_file=flag, res_downs_t=downs) for flag in (file.upsampler, not file.upsampler)}
+            except ValueError as err:
+                unexpected.append(f"{original!r} in {path}: {err}")
+                continue
+            key = file.prefix + local
+            if original not in forms:
+                canonical = ours_to_openai(local, upsampler_file=file.upsampler, res_downs_t=downs)
+                unexpected.append(f"{original!r} in {path}: would be {key}, which this config stores as {canonical!r}")
+            elif key in state:
+                unexpected.append(f"{original!r} in {path}: a second copy of {key}, already read from {origin[key]}")
+            elif key not in wanted:
+                unexpected.append(f"{original!r} in {path}: maps to {key}, which this config does not have")
+            elif not isinstance(tensor, torch.Tensor):
+                unexpected.append(f"{original!r} in {path}: holds a {type(tensor).__name__}, not a tensor")
+            else:
+                state[key], origin[key] = tensor, f"{original!r} in {path}"
+    missing = []
+    for key in sorted(wanted.keys() - state.keys()):
+        file = next(f for f in files if key.startswith(f.prefix))
+        name = ours_to_openai(key[len(file.prefix):], upsampler_file=file.upsampler, res_downs_t=downs)
+        missing.append(f"{key} (expected as {name!r} in {located[file.name]})")
+    misshapen = [
+        f"{key} from {origin[key]}: file has {tuple(state[key].shape)}, the config describes {wanted[key]}"
+        for key in sorted(state) if tuple(state[key].shape) != wanted[key]
+    ]
+    problems = [_listed(title, items) for title, items in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshapen)) if items]
+    if problems:
+        raise CheckpointError("the original Jukebox checkpoint does not fit the config:\n" + "\n".join(problems))
+    return state
+
+
+# --------------------------------------------------------------------------- writing
+_ENCODER_CONV = re.compile(r"vqvae\.encoders\.\d+\.level_blocks\.(\d+)\.downsample_block\.(\d+)\.weight")
+_PRIOR_INDEX = re.compile(r"priors\.(\d+)\.")
+
+
+def to_openai_state_dicts(state_dict: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Split one of our state dicts into the original files' state dicts, keyed by file name."""
+    steps: dict[int, set[int]] = {}
+    for key in state_dict:
+        if (conv := _ENCODER_CONV.fullmatch(key)) and int(conv.group(2)) % 2 == 0:
+            steps.setdefault(int(conv.group(1)), set()).add(int(conv.group(2)))
+    downs = [len(steps.get(level, ())) for level in range(max(steps, default=-1) + 1)]
+    indices = {int(m.group(1)) for key in state_dict if (m := _PRIOR_INDEX.match(key))}
+    files = openai_files(max(indices, default=-1) + 1)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        file = next((f for f in files if key.startswith(f.prefix)), None)
+        if file is None:
+            raise ValueError(f"{key!r} belongs to no original file: expected a 'vqvae.' or 'priors.<i>.' key")
+        local = ours_to_openai(key[len(file.prefix):], upsampler_file=file.upsampler, res_downs_t=downs)
+        out.setdefault(file.name, {})[local] = tensor
+    return out
+
+
+def save_openai_checkpoint(state_dict: Mapping[str, torch.Tensor], directory: str) -> dict[str, str]:
+    """Write our state dict as the original files (``{"model": state_dict}`` each) under ``directory``.
+
+    Returns file name -> path written. Local paths or fsspec URLs.
+    """
+    fs, root = fsspec.core.url_to_fs(str(directory))
+    fs.makedirs(root, exist_ok=True)
+    written = {}
+    for name, tensors in to_openai_state_dicts(state_dict).items():
+        path = f"{root.rstrip('/')}/{name}"
+        with fs.open(path, "wb") as handle:
+            torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in tensors.items()}}, handle)
+        written[name] = f"{str(directory).rstrip('/')}/{name}"
+    return written
