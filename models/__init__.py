@@ -10,6 +10,10 @@ from models.config import (
     JukeboxVQVAEConfig,
     attention_kind,
 )
+from models.jukebox import JukeboxModel, SampledTokens
+from models.loading import load_model, load_model_config, load_prior, load_vqvae
+from models.prior import JukeboxPrior
+from models.prior.sampling import SamplingOptions
 from models.tokenizer import JukeboxTokenizer
 from models.vqvae import JukeboxVQVAE
 
@@ -19,7 +23,15 @@ __all__ = [
     "JukeboxConfig",
     "JukeboxPriorConfig",
     "JukeboxVQVAEConfig",
+    "JukeboxModel",
+    "JukeboxPrior",
     "JukeboxTokenizer",
     "JukeboxVQVAE",
+    "SampledTokens",
+    "SamplingOptions",
     "attention_kind",
+    "load_model",
+    "load_model_config",
+    "load_prior",
+    "load_vqvae",
 ]
