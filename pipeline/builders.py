@@ -1,0 +1,87 @@
+"""The one place that turns a model source (preset name or checkpoint) into stage objects."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+import torch
+
+from models.config import JukeboxConfig
+from models.loading import load_model_config, load_prior, load_vqvae
+from models.presets import is_preset, preset_tokenizer_settings
+from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer
+from models.windows import LevelGeometry, level_geometries
+from pipeline.config import SAMPLING_STAGES, Stage, stage_level
+from stages.decode import DecodeStage
+from stages.prior_window import PriorWindowStage
+from stages.tokenize import TokenizeStage
+
+logger = logging.getLogger(__name__)
+
+
+def model_config(source: str) -> JukeboxConfig:
+    """The model's config without loading weights; ValueError naming the source if unusable."""
+    if not is_preset(source):
+        fs, root = fsspec.core.url_to_fs(source)
+        if not fs.exists(root):
+            raise ValueError(f"model.checkpoint {source!r} does not exist")
+    return load_model_config(source)
+
+
+def geometries(config: JukeboxConfig) -> dict[int, LevelGeometry]:
+    """Window geometry per VQ-VAE level."""
+    return {g.level: g for g in level_geometries(config)}
+
+
+def stage_factories(source: str, init_seed: int) -> dict[Stage, Callable[[torch.device, int], Any]]:
+    """Per stage, a picklable callable ``(device, max_batch) -> stage object`` run inside an actor."""
+    factories: dict[Stage, Callable[[torch.device, int], Any]] = {Stage.TOKENIZE: functools.partial(build_tokenize_stage, source)}
+    for stage in SAMPLING_STAGES:
+        factories[stage] = functools.partial(build_prior_stage, source, stage_level(stage), init_seed=init_seed)
+    factories[Stage.DECODE] = functools.partial(build_decode_stage, source, init_seed=init_seed)
+    return factories
+
+
+def device_for(num_gpus: float) -> torch.device:
+    """cuda when the actor was given a GPU and CUDA works, else cpu."""
+    if num_gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_tokenizer(source: str) -> JukeboxTokenizer:
+    """The tokenizer a model was trained with: a preset's settings, or a checkpoint's vocabulary.
+
+    A checkpoint directory without vocabulary files uses the shipped vocabulary with the number
+    of genre slots its config declares.
+    """
+    if is_preset(source):
+        return JukeboxTokenizer(**preset_tokenizer_settings(source))
+    fs, root = fsspec.core.url_to_fs(source)
+    if fs.exists(f"{root.rstrip('/')}/{ARTISTS_FILE}"):
+        return JukeboxTokenizer.from_pretrained(source)
+    config = load_model_config(source)
+    logger.info("checkpoint %s has no tokenizer files: using the shipped vocabulary", source)
+    return JukeboxTokenizer(n_genres=config.max_nb_genres)
+
+
+def build_tokenize_stage(source: str, device: torch.device | None = None, max_batch: int = 1) -> TokenizeStage:
+    """The tokenization stage of a model (``device`` and ``max_batch`` unused: it is pure Python)."""
+    config = load_model_config(source)
+    return TokenizeStage(build_tokenizer(source), config.nb_priors)
+
+
+def build_prior_stage(source: str, level: int, device: torch.device, max_batch: int, *, init_seed: int) -> PriorWindowStage:
+    """The sampling stage of VQ-VAE ``level`` (0 = finest)."""
+    config = load_model_config(source)
+    prior_index = config.nb_priors - 1 - level
+    prior = load_prior(source, prior_index, init_seed=init_seed, device=device)
+    return PriorWindowStage(prior, max_batch=max_batch, device=device)
+
+
+def build_decode_stage(source: str, device: torch.device, max_batch: int, *, init_seed: int) -> DecodeStage:
+    vqvae = load_vqvae(source, init_seed=init_seed, device=device)
+    return DecodeStage(vqvae, max_batch=max_batch, device=device)

@@ -1,0 +1,157 @@
+"""Closing a finished song: compact its parts, write its WAVs, its marker and its manifest row.
+
+Runs as a Ray task once every window and audio segment of a song is stored. It reads the parts
+back from storage (not from the object store), so it works the same for a song finished in this
+run and for one whose parts were left by an earlier, interrupted run. The marker is written last
+and the parts removed after it: a crash at any point leaves either the parts or the marker.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from models.prior.sampling import SamplingOptions
+from pipeline.config import SAMPLING_STAGES, SongSpec, level_stage
+from pipeline.storage import PartInfo, RunStorage, chunk_audio, chunk_tokens
+
+logger = logging.getLogger(__name__)
+
+_STAGE_NAMES = [s.value for s in SAMPLING_STAGES]
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("song_id", pa.string()),
+        ("artist", pa.string()),
+        ("genres", pa.list_(pa.string())),
+        ("lyrics", pa.string()),
+        ("seed", pa.int64()),
+        ("model", pa.string()),
+        ("init_seed", pa.int64()),
+        ("requested_duration_s", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("total_length", pa.int64()),
+        ("sampling_rate", pa.int64()),
+        ("levels", pa.list_(pa.string())),
+        ("audio_level", pa.int64()),
+        ("audio_path", pa.string()),
+        ("audio_samples", pa.int64()),
+        ("channels", pa.int64()),
+        *[(f"{name}_{field}", kind) for name in _STAGE_NAMES for field, kind in (
+            ("n_tokens", pa.int64()),
+            ("tokens_path", pa.string()),
+            ("preview_path", pa.string()),
+            ("windows", pa.int64()),
+            ("temperature", pa.float64()),
+            ("top_k", pa.int64()),
+            ("top_p", pa.float64()),
+            ("compute_s", pa.float64()),
+        )],
+        ("decode_compute_s", pa.float64()),
+        ("started_at", pa.float64()),
+        ("finished_at", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FinalizeJob:
+    """What closing a song needs to know (everything else is read from its parts)."""
+
+    song: SongSpec
+    seed: int
+    total_length: int
+    sampling_rate: int
+    n_tokens: dict[int, int]
+    options: dict[int, SamplingOptions]
+    audio_level: int
+    decoded_levels: tuple[int, ...]
+    model: str
+    init_seed: int | None
+    fingerprint: dict[str, Any]
+    wav_subtype: str
+    keep_parts: bool
+
+
+def _tile(parts: list[PartInfo], n_tokens: int, what: str) -> list[PartInfo]:
+    """Parts sorted by start; RuntimeError unless they cover [0, n_tokens) exactly once."""
+    parts = sorted(parts, key=lambda p: p.start)
+    position = 0
+    for part in parts:
+        if part.start != position:
+            raise RuntimeError(f"{what}: parts leave a gap or overlap at token {position} (next part starts at {part.start})")
+        position = part.end
+    if position != n_tokens:
+        raise RuntimeError(f"{what}: parts end at token {position}, expected {n_tokens}")
+    return parts
+
+
+def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
+    """Compact one song's parts into its final files; returns its manifest row."""
+    storage = RunStorage(storage_url)
+    song_id = job.song.id
+    marker_path = storage.marker_path(song_id)
+    if storage.fs.exists(marker_path):  # a retried call after the song was closed
+        return storage.read_json(marker_path)["row"]
+    parts = storage.list_parts(song_id)
+    row: dict[str, Any] = {
+        "song_id": song_id,
+        "artist": job.song.artist,
+        "genres": list(job.song.genres),
+        "lyrics": job.song.lyrics,
+        "seed": job.seed,
+        "model": job.model,
+        "init_seed": job.init_seed,
+        "requested_duration_s": job.song.duration_s,
+        "duration_s": job.total_length / job.sampling_rate,
+        "total_length": job.total_length,
+        "sampling_rate": job.sampling_rate,
+        "levels": [level_stage(level).value for level in sorted(job.n_tokens, reverse=True)],
+        "audio_level": job.audio_level,
+    }
+    started, finished = [], []
+    for level, n_tokens in job.n_tokens.items():
+        name = level_stage(level).value
+        level_parts = _tile([p for p in parts if p.kind == "level" and p.level == level], n_tokens, f"song {song_id!r} level {level}")
+        batches = [storage.read_part(p.path) for p in level_parts]
+        tokens = np.concatenate([chunk_tokens(b) for b in batches])
+        row[f"{name}_tokens_path"] = storage.uri(storage.write_tokens(song_id, level, tokens))
+        row[f"{name}_n_tokens"] = n_tokens
+        row[f"{name}_windows"] = len(batches)
+        row[f"{name}_compute_s"] = float(sum(b.column("compute_s")[0].as_py() for b in batches))
+        options = job.options[level]
+        row[f"{name}_temperature"], row[f"{name}_top_k"], row[f"{name}_top_p"] = options.temperature, options.top_k, options.top_p
+        started += [b.column("started_at")[0].as_py() for b in batches]
+        finished += [b.column("finished_at")[0].as_py() for b in batches]
+    decode_compute = 0.0
+    for level in job.decoded_levels:
+        level_parts = _tile(
+            [p for p in parts if p.kind == "audio" and p.level == level], job.n_tokens[level], f"song {song_id!r} audio of level {level}"
+        )
+        batches = [storage.read_part(p.path) for p in level_parts]
+        audio = np.concatenate([chunk_audio(b) for b in batches])
+        decode_compute += float(sum(b.column("compute_s")[0].as_py() for b in batches))
+        finished += [b.column("finished_at")[0].as_py() for b in batches]
+        if level == job.audio_level:
+            row["audio_path"] = storage.uri(storage.write_wav(storage.audio_path(song_id), audio, job.sampling_rate, job.wav_subtype))
+            row["audio_samples"], row["channels"] = audio.shape
+        else:
+            path = storage.write_wav(storage.preview_path(song_id, level), audio, job.sampling_rate, job.wav_subtype)
+            row[f"{level_stage(level).value}_preview_path"] = storage.uri(path)
+    row["decode_compute_s"] = decode_compute
+    row["started_at"] = min(started) if started else None
+    row["finished_at"] = max(finished) if finished else time.time()
+    storage.write_json(marker_path, {"row": row, "fingerprint": job.fingerprint})
+    if not job.keep_parts:
+        storage.remove_parts(song_id)
+    return row
+
+
+def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Manifest rows as a table of MANIFEST_SCHEMA (missing columns are null)."""
+    return pa.Table.from_pylist([{name: row.get(name) for name in MANIFEST_SCHEMA.names} for row in rows], schema=MANIFEST_SCHEMA)
+

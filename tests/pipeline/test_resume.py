@@ -1,0 +1,195 @@
+"""Resume and faults: whatever stops a run, running it again gives the uninterrupted result.
+
+The priors are counting stand-ins (a fixed delay per window) so that runs are quick and their
+timing predictable; tokenization, decoding, storage and the scheduler are the real ones.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+
+from pipeline.runner import run
+from pipeline.scheduler import PipelineError, ResumeMismatchError
+from tests.pipeline.fakes import counting_factories
+
+DELAY_S = 0.01
+SONGS = ("songs.0.duration_s=0.6", "songs.1.duration_s=0.6")
+THIRD_SONG = {"id": "third", "artist": "Nina Simone", "genres": ["soul"], "lyrics": "feeling good", "duration_s": 0.4, "seed": 99}
+
+
+def _cfg(make_cfg, *overrides: str):
+    """The default config with three short songs."""
+    cfg = make_cfg(*SONGS, *overrides)
+    cfg.songs.append(THIRD_SONG)
+    return cfg
+
+
+def _outputs(url: str) -> dict:
+    """Every song's tokens per level and audio."""
+    found = {}
+    for row in pq.read_table(f"{url}/manifest.parquet").to_pylist():
+        for name in ("top", "middle", "bottom"):
+            found[(row["song_id"], name)] = np.asarray(pq.read_table(row[f"{name}_tokens_path"]).column("tokens")[0].as_py())
+        found[(row["song_id"], "audio")] = soundfile.read(row["audio_path"], dtype="int16")[0]
+    return found
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    """Tokens identical; audio identical up to float rounding (batched decoding may group
+    segments differently, which can move a 16-bit sample by one step)."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if key[1] == "audio":
+            assert a[key].shape == b[key].shape
+            np.testing.assert_allclose(a[key].astype(np.int32), b[key].astype(np.int32), atol=2, rtol=0, err_msg=str(key))
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+
+
+def _calls(result, stage: str) -> int:
+    return result.summary.stages[stage]["calls"]
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, tmp_path_factory):
+    """An uninterrupted run that keeps its parts (to build interrupted states from)."""
+    from tests.pipeline.conftest import compose_config
+
+    out = tmp_path_factory.mktemp("reference")
+    cfg = compose_config([f"output.url={out}", "output.keep_parts=true", *SONGS])
+    cfg.songs.append(THIRD_SONG)
+    result = run(cfg, factories=counting_factories(DELAY_S))
+    return out, result, _outputs(str(out))
+
+
+def _copy_parts(reference_dir: Path, target: Path, keep) -> int:
+    """Copy the reference's specs and the parts ``keep(song, kind, level, index)`` accepts; returns parts dropped."""
+    dropped = 0
+    for song_dir in (reference_dir / "parts").iterdir():
+        (target / "parts" / song_dir.name).mkdir(parents=True)
+        shutil.copy(song_dir / "spec.json", target / "parts" / song_dir.name / "spec.json")
+        for group in sorted(p for p in song_dir.iterdir() if p.is_dir()):
+            kind, level = group.name.split("=")
+            for index, part in enumerate(sorted(group.iterdir())):
+                if keep(song_dir.name, kind, int(level), index):
+                    (target / "parts" / song_dir.name / group.name).mkdir(exist_ok=True)
+                    shutil.copy(part, target / "parts" / song_dir.name / group.name / part.name)
+                else:
+                    dropped += 1
+    return dropped
+
+
+@pytest.mark.slow
+def test_resume_from_several_interruption_points(reference, make_cfg):
+    """Three songs stopped at three points: all parts stored but not compacted, part way through
+    every level, and mid bottom level with its audio lost. Only the missing work is redone."""
+    reference_dir, _, expected = reference
+    out = Path(make_cfg().output.url)
+    points = {
+        "country_morning": lambda kind, level, index: True,
+        "jazz_night": lambda kind, level, index: index < (3 if kind == "level" else 5),
+        "third": lambda kind, level, index: kind == "level" and not (level == 0 and index >= 6),
+    }
+    dropped = _copy_parts(reference_dir, out, lambda song, kind, level, index: points[song](kind, level, index))
+    result = run(_cfg(make_cfg), factories=counting_factories(DELAY_S))
+    _assert_same(_outputs(str(out)), expected)
+    redone = sum(_calls(result, s) for s in ("top", "middle", "bottom", "decode"))
+    assert redone == dropped > 0  # exactly the missing windows and segments, nothing stored
+    assert _calls(result, "tokenize") == 2  # the song with every window stored needs no labels
+    assert result.skipped == []
+
+
+@pytest.mark.slow
+def test_finished_songs_are_skipped_and_settings_are_checked(reference, make_cfg):
+    reference_dir, _, expected = reference
+    cfg = _cfg(make_cfg, "output.keep_parts=true")
+    cfg.output.url = str(reference_dir)
+    result = run(cfg, factories=counting_factories(DELAY_S))
+    assert sorted(result.skipped) == ["country_morning", "jazz_night", "third"]
+    assert sum(_calls(result, s) for s in result.summary.stages) == 0 and result.actors == {}
+    _assert_same(_outputs(str(reference_dir)), expected)
+    cfg.songs[1].seed = 12345
+    with pytest.raises(ResumeMismatchError, match="'jazz_night' already exists .* different settings .*'seed'"):
+        run(cfg, factories=counting_factories(DELAY_S))
+
+
+def _wait_for_parts(out: Path, pattern: str, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(glob.glob(str(out / "parts" / "*" / pattern))) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} parts {pattern} after {timeout_s} s")
+        time.sleep(0.02)
+
+
+def _actor(ray, stage: str):
+    """The live actor of ``stage`` (names of actors of finished runs may still be listed)."""
+    live = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if not entry["name"].endswith(f"-{stage}-0"):
+            continue
+        try:
+            actor = ray.get_actor(entry["name"], namespace=entry["namespace"])
+            ray.get(actor.ready.remote(), timeout=10)
+        except Exception:  # dead or dying: not the run under test
+            continue
+        live.append(actor)
+    assert len(live) == 1, live
+    return live[0]
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_result(ray_session, reference, make_cfg):
+    """Every actor killed mid-run (the run fails); the same command again completes it identically."""
+    _, _, expected = reference
+    cfg = _cfg(make_cfg)
+    out = Path(cfg.output.url)
+    failure: list[BaseException] = []
+
+    def target():
+        try:
+            run(cfg, factories=counting_factories(DELAY_S))
+        except BaseException as err:  # the interrupted run must fail, and the test sees how
+            failure.append(err)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    _wait_for_parts(out, "level=0/*.parquet", 8)
+    for actor in [_actor(ray_session, stage) for stage in ("top", "middle", "bottom", "decode")]:
+        ray_session.kill(actor, no_restart=True)
+    thread.join(timeout=120)
+    assert failure and isinstance(failure[0], PipelineError), failure
+    assert not (out / "manifest.parquet").exists()
+    result = run(cfg, factories=counting_factories(DELAY_S))
+    _assert_same(_outputs(str(out)), expected)
+    assert _calls(result, "top") < 2 * 6  # work stored before the interruption was not redone
+
+
+@pytest.mark.slow
+def test_killed_actor_is_restarted_and_the_output_is_unchanged(ray_session, reference, make_cfg):
+    _, _, expected = reference
+    cfg = _cfg(make_cfg)
+    out = Path(cfg.output.url)
+    killed = {}
+
+    def killer():
+        _wait_for_parts(out, "level=0/*.parquet", 6)
+        actor = _actor(ray_session, "bottom")
+        killed["pid"] = ray_session.get(actor.ready.remote())["pid"]
+        os.kill(killed["pid"], 9)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    result = run(cfg, factories=counting_factories(DELAY_S))
+    thread.join(timeout=60)
+    assert "pid" in killed
+    assert result.actors["bottom"][0]["pid"] != killed["pid"]  # a restarted process finished the work
+    _assert_same(_outputs(str(out)), expected)
