@@ -17,44 +17,53 @@ on purpose so that released checkpoints see the labels they were ported with:
 - the lyrics are never truncated: ``max_n_lyric_tokens`` is only carried in the config; the prior
   picks the window of ``nb_relevant_lyric_tokens`` it needs.
 
-Vocabulary files (``artists.json``, ``genres.json``, ``lyrics.json``) are flat JSON objects in
-the transformers format: v3 names are stored lowercased as given, v2 names in their normalised
-form with a ``".v2"`` suffix; lyrics map one character to its id. With no files given, the
-vocabulary shipped in ``models/vocab`` (the released models') is used.
+Vocabulary data and files (label versions, lyric alphabets, name normalisation) live in
+:mod:`models.vocabulary`; the names importers use are re-exported here.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from importlib import resources
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
-ARTISTS_FILE = "artists.json"
-GENRES_FILE = "genres.json"
-LYRICS_FILE = "lyrics.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+from models.vocabulary import (
+    ARTISTS_FILE,
+    GENRES_FILE,
+    LYRIC_ALPHABETS,
+    LYRICS_FILE,
+    TOKENIZER_CONFIG_FILE,
+    UNKNOWN_LYRIC,
+    V2_SUFFIX,
+    LabelVersion,
+    NameKind,
+    as_version,
+    first_names,
+    load_vocabulary,
+    lyric_removal,
+    lyric_vocabulary,
+    names_of,
+    normalize_v2_name,
+    read_tokenizer_settings,
+    strip_accents,
+    write_tokenizer_settings,
+    write_vocabulary_files,
+)
 
-V2_SUFFIX = ".v2"
-UNKNOWN_LYRIC = "<unk>"
+__all__ = [  # the vocabulary names are re-exported for existing importers
+    "ARTISTS_FILE", "GENRES_FILE", "GENRE_PADDING_ID", "LYRICS_FILE", "LYRIC_ALPHABETS",
+    "N_HEADER_TOKENS", "TOKENIZER_CONFIG_FILE", "UNKNOWN_LYRIC", "V2_SUFFIX", "DecodedLabels",
+    "JukeboxEncoding", "JukeboxTokenizer", "LabelVersion", "NameKind", "TensorFormat", "UnknownName",
+    "lyric_vocabulary", "normalize_v2_name", "strip_accents",
+]
+
 # [total_length, offset, duration] placeholders that start every label sequence.
 N_HEADER_TOKENS = 3
 GENRE_PADDING_ID = -1
-
-
-class LabelVersion(str, Enum):
-    """Label scheme of a prior: how names are normalised and which lyric alphabet it reads."""
-
-    V2 = "v2"
-    V3 = "v3"
 
 
 class TensorFormat(str, Enum):
@@ -62,61 +71,6 @@ class TensorFormat(str, Enum):
 
     PT = "pt"  # torch.LongTensor [1, L]
     NP = "np"  # numpy int64 array [1, L]
-
-
-class NameKind(str, Enum):
-    ARTIST = "artist"
-    GENRE = "genre"
-
-
-_LETTERS_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-# Lyric alphabets of the released models; a character's id is its index + 1, 0 is <unk>.
-# v3 lost the "+" of v2, so its vocabulary has 79 entries with <unk> and v2's has 80.
-LYRIC_ALPHABETS: dict[LabelVersion, str] = {
-    LabelVersion.V2: _LETTERS_DIGITS + ".,:;!?-+'\"()[] \t\n",
-    LabelVersion.V3: _LETTERS_DIGITS + ".,:;!?-'\"()[] \t\n",
-}
-
-
-def lyric_vocabulary(version: LabelVersion | str) -> dict[str, int]:
-    """The ``{character: id}`` lyric vocabulary of a label version, ``<unk>`` = 0 included."""
-    alphabet = LYRIC_ALPHABETS[_as_version(version)]
-    return {UNKNOWN_LYRIC: 0, **{char: index + 1 for index, char in enumerate(alphabet)}}
-
-
-def _removal_pattern(kept: str) -> re.Pattern[str]:
-    return re.compile("[^" + "".join(re.escape(char) for char in kept) + "]+")
-
-
-# Characters removed from lyrics before lookup, keyed by the top prior's version. As in
-# transformers 4.40.2 (not as in the original code), a v2 top prior keeps only the v3 alphabet
-# and a v3 top prior keeps the v2 alphabet.
-_LYRIC_REMOVALS: dict[LabelVersion, re.Pattern[str]] = {
-    LabelVersion.V2: _removal_pattern(LYRIC_ALPHABETS[LabelVersion.V3]),
-    LabelVersion.V3: _removal_pattern(LYRIC_ALPHABETS[LabelVersion.V2]),
-}
-_NOT_V2_NAME_CHARS = re.compile(r"[^a-z0-9.]+")
-
-
-def _as_version(value: Any) -> LabelVersion:
-    try:
-        return LabelVersion(value)
-    except ValueError:
-        raise ValueError(
-            f"label version must be one of {[v.value for v in LabelVersion]}, got {value!r}"
-        ) from None
-
-
-def normalize_v2_name(name: str) -> str:
-    """v2 form of an artist or genre name: lowercase, runs of characters other than
-    ``[a-z0-9.]`` become one ``"_"``, and leading/trailing ``"_"`` are dropped
-    (``"Björk"`` -> ``"bj_rk"``)."""
-    return _NOT_V2_NAME_CHARS.sub("_", name.lower()).strip("_")
-
-
-def strip_accents(text: str) -> str:
-    """Canonical decomposition (NFD) without its combining marks: ``"é"`` -> ``"e"``."""
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
 
 
 @dataclass(frozen=True)
@@ -160,39 +114,6 @@ class JukeboxEncoding(Mapping):
         return 1
 
 
-def _read_json(path: str | os.PathLike[str]) -> Any:
-    with fsspec.open(os.fspath(path), "r", encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _write_text(path: str, text: str) -> None:
-    with fsspec.open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def _shipped_json(name: str) -> Any:
-    return json.loads(resources.files(__package__).joinpath("vocab", name).read_text("utf-8"))
-
-
-def _load_vocabulary(path: str | os.PathLike[str] | None, default_name: str) -> dict[str, int]:
-    data = _shipped_json(default_name) if path is None else _read_json(path)
-    source = default_name if path is None else os.fspath(path)
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in data.items()
-    ):
-        raise ValueError(f"vocabulary file {source!r} must hold a JSON object of name -> integer id")
-    return data
-
-
-def _first_names(encoder: Mapping[str, int], version: LabelVersion) -> dict[int, str]:
-    """id -> first name (in file order) of one version's part of a flat artist/genre vocabulary."""
-    names: dict[int, str] = {}
-    for key, index in encoder.items():
-        if key.endswith(V2_SUFFIX) == (version is LabelVersion.V2):
-            names.setdefault(index, key[: -len(V2_SUFFIX)] if version is LabelVersion.V2 else key)
-    return names
-
-
 class JukeboxTokenizer:
     """Turns (artist, genres, lyrics) into the label ids of each Jukebox prior.
 
@@ -219,7 +140,7 @@ class JukeboxTokenizer:
     ) -> None:
         if isinstance(version, str) or not isinstance(version, Sequence) or len(version) == 0:
             raise ValueError(f"version must be a non-empty list of 'v2'/'v3', one per prior, got {version!r}")
-        self.version: tuple[LabelVersion, ...] = tuple(_as_version(v) for v in version)
+        self.version: tuple[LabelVersion, ...] = tuple(as_version(v) for v in version)
         for field, value, low in (("n_genres", n_genres, 1), ("max_n_lyric_tokens", max_n_lyric_tokens, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
@@ -229,20 +150,20 @@ class JukeboxTokenizer:
         self.max_n_lyric_tokens = max_n_lyric_tokens
         self.unk_token = unk_token
 
-        self.artists_encoder = _load_vocabulary(artists_file, ARTISTS_FILE)
-        self.genres_encoder = _load_vocabulary(genres_file, GENRES_FILE)
+        self.artists_encoder = load_vocabulary(artists_file, ARTISTS_FILE)
+        self.genres_encoder = load_vocabulary(genres_file, GENRES_FILE)
         # The lyrics file is what save_vocabulary writes back; a v2 top prior reads the fixed v2
         # alphabet instead, as the reference does.
-        self._lyrics_file_encoder = _load_vocabulary(lyrics_file, LYRICS_FILE)
+        self._lyrics_file_encoder = load_vocabulary(lyrics_file, LYRICS_FILE)
         top = self.version[0]
         self.lyrics_encoder: dict[str, int] = (
             lyric_vocabulary(LabelVersion.V2) if top is LabelVersion.V2 else self._lyrics_file_encoder
         )
         self.lyrics_decoder: dict[int, str] = {index: char for char, index in self.lyrics_encoder.items()}
         self.lyrics_decoder[0] = ""
-        self._lyric_removal = _LYRIC_REMOVALS[top]
-        self._artist_names = {v: _first_names(self.artists_encoder, v) for v in LabelVersion}
-        self._genre_names = {v: _first_names(self.genres_encoder, v) for v in LabelVersion}
+        self._lyric_removal = lyric_removal(top)
+        self._artist_names = {v: first_names(self.artists_encoder, v) for v in LabelVersion}
+        self._genre_names = {v: first_names(self.genres_encoder, v) for v in LabelVersion}
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -252,20 +173,7 @@ class JukeboxTokenizer:
         ``tokenizer_config.json`` for ``version``/``n_genres``/``max_n_lyric_tokens``/``unk_token``.
         Keyword arguments override the saved settings."""
         root = os.fspath(path).rstrip("/")
-        fs, fs_root = fsspec.core.url_to_fs(root)
-        config_path = f"{fs_root}/{TOKENIZER_CONFIG_FILE}"
-        settings: dict[str, Any] = {}
-        if fs.exists(config_path):
-            with fs.open(config_path, "r", encoding="utf-8") as handle:
-                saved = json.load(handle)
-            for key in ("version", "n_genres", "max_n_lyric_tokens"):
-                if key in saved:
-                    settings[key] = saved[key]
-            unk = saved.get("unk_token")
-            if isinstance(unk, dict):  # transformers may save an AddedToken as a dict
-                unk = unk.get("content")
-            if isinstance(unk, str):
-                settings["unk_token"] = unk
+        settings = read_tokenizer_settings(root)
         settings.update(overrides)
         return cls(
             artists_file=f"{root}/{ARTISTS_FILE}",
@@ -280,25 +188,19 @@ class JukeboxTokenizer:
         """Write ``[prefix-]artists.json``, ``genres.json`` and ``lyrics.json`` (the lyrics file
         given at construction) into ``save_directory`` (created if missing); returns their paths."""
         root = os.fspath(save_directory).rstrip("/")
-        fs, fs_root = fsspec.core.url_to_fs(root)
-        fs.makedirs(fs_root, exist_ok=True)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
-        paths = []
-        for name, table in (
-            (ARTISTS_FILE, self.artists_encoder),
-            (GENRES_FILE, self.genres_encoder),
-            (LYRICS_FILE, self._lyrics_file_encoder),
-        ):
-            target = f"{root}/{prefix}{name}"
-            _write_text(target, json.dumps(table, ensure_ascii=False))
-            paths.append(target)
-        return paths[0], paths[1], paths[2]
+        tables = {
+            ARTISTS_FILE: self.artists_encoder,
+            GENRES_FILE: self.genres_encoder,
+            LYRICS_FILE: self._lyrics_file_encoder,
+        }
+        artists_path, genres_path, lyrics_path = write_vocabulary_files(root, prefix, tables)
+        return artists_path, genres_path, lyrics_path
 
     def save_pretrained(self, save_directory: str | os.PathLike[str]) -> tuple[str, ...]:
         """Vocabulary plus ``tokenizer_config.json``; loadable by ours and by transformers."""
         vocab_paths = self.save_vocabulary(save_directory)
-        config_path = f"{os.fspath(save_directory).rstrip('/')}/{TOKENIZER_CONFIG_FILE}"
-        _write_text(config_path, json.dumps(self.config(), ensure_ascii=False))
+        config_path = write_tokenizer_settings(os.fspath(save_directory).rstrip("/"), self.config())
         return (*vocab_paths, config_path)
 
     def config(self) -> dict[str, Any]:
@@ -328,7 +230,7 @@ class JukeboxTokenizer:
     def artist_key(self, artist: str, version: LabelVersion | str) -> str:
         """Vocabulary key of an artist for one label version."""
         _check_artist(artist)
-        if _as_version(version) is LabelVersion.V3:
+        if as_version(version) is LabelVersion.V3:
             return artist.lower()
         return normalize_v2_name(artist) + V2_SUFFIX
 
@@ -339,7 +241,7 @@ class JukeboxTokenizer:
         genre (each v2 entry may itself join several with ``"_"``).
         """
         names = _genre_list(genres)
-        if _as_version(version) is LabelVersion.V3:
+        if as_version(version) is LabelVersion.V3:
             return [name.lower() for name in names]
         return [normalize_v2_name(part) + V2_SUFFIX for name in names for part in name.split("_")]
 
@@ -425,11 +327,11 @@ class JukeboxTokenizer:
 
     def known_artists(self, version: LabelVersion | str) -> list[str]:
         """Sorted artist names of one label version (v2 names in their normalised form)."""
-        return sorted(_names_of(self.artists_encoder, _as_version(version)))
+        return sorted(names_of(self.artists_encoder, as_version(version)))
 
     def known_genres(self, version: LabelVersion | str) -> list[str]:
         """Sorted genre names of one label version (v2 names in their normalised form)."""
-        return sorted(_names_of(self.genres_encoder, _as_version(version)))
+        return sorted(names_of(self.genres_encoder, as_version(version)))
 
     # ------------------------------------------------------------------ decoding
     def decode(self, input_ids: torch.Tensor | np.ndarray | Sequence[int], prior: int = 0) -> DecodedLabels:
@@ -470,12 +372,6 @@ class JukeboxTokenizer:
             f"artists={len(self.artists_encoder)}, genres={len(self.genres_encoder)}, "
             f"lyric_vocab_size={self.lyric_vocab_size})"
         )
-
-
-def _names_of(encoder: Mapping[str, int], version: LabelVersion) -> set[str]:
-    if version is LabelVersion.V2:
-        return {key[: -len(V2_SUFFIX)] for key in encoder if key.endswith(V2_SUFFIX)}
-    return {key for key in encoder if not key.endswith(V2_SUFFIX)}
 
 
 def _check_artist(artist: Any) -> None:
