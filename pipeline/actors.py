@@ -3,13 +3,15 @@
 Every actor is asyncio-based: Ray hands it a call once the call's ObjectRef arguments exist, the
 actor answers calls out of order, and a :class:`~pipeline.batching.MicroBatcher` gathers
 concurrent window calls (of any songs) into batched forward passes on one worker thread. A chunk
-is written to storage as soon as it is sampled, before the call returns, so a finished window
-survives any later failure. Calls return the chunk (an Arrow record batch, fed to the windows
-that need it) and a small stats dict the driver uses for progress.
+and a decoded audio segment are written to storage as soon as they exist (a chunk by the driver,
+which collects it; a segment by the decode actor before its call returns), so finished work
+survives any later failure. A window call returns its :class:`~pipeline.storage.Chunk` (fed to
+the windows and decodes that need it), carrying the small stats dict the driver uses for progress.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -26,8 +28,8 @@ from models.prior.sampling import SamplingOptions
 from pipeline import builders
 from pipeline.batching import MicroBatcher
 from pipeline.finalize import FinalizeJob, finalize_song
-from pipeline.storage import RunStorage, audio_batch, chunk_batch, chunk_tokens
-from stages.decode import DecodeRequest
+from pipeline.storage import Chunk, RunStorage, audio_batch
+from stages.decode import DecodeRequest, DecodeResult
 from stages.prior_window import WindowRequest
 from stages.tokenize import Conditioning
 
@@ -48,6 +50,7 @@ class WindowTask:
     seed: int
     options: SamplingOptions
     upper_span: tuple[int, int] | None
+    priority: int = 0  # the song's place in the run: older songs are batched first
 
 
 @dataclass(frozen=True)
@@ -61,22 +64,22 @@ class DecodeTask:
     end: int
     lo: int
     hi: int
+    priority: int = 0
 
 
-def assemble(chunks: Sequence[pa.RecordBatch], level: int, lo: int, hi: int) -> np.ndarray:
-    """Tokens [lo, hi) of ``level`` (int32 [hi - lo]) from chunk record batches covering them.
+def assemble(chunks: Sequence[Chunk], level: int, lo: int, hi: int) -> np.ndarray:
+    """Tokens [lo, hi) of ``level`` (int32 [hi - lo]) from chunks covering them.
 
     Chunks of other levels are ignored.
     """
     out = np.empty(hi - lo, dtype=np.int32)
     covered = 0
     for chunk in chunks:
-        if chunk.column("level")[0].as_py() != level:
+        if chunk.level != level:
             continue
-        start, end = chunk.column("start")[0].as_py(), chunk.column("end")[0].as_py()
-        a, b = max(start, lo), min(end, hi)
+        a, b = max(chunk.start, lo), min(chunk.end, hi)
         if a < b:
-            out[a - lo : b - lo] = chunk_tokens(chunk)[a - start : b - start]
+            out[a - lo : b - lo] = chunk.tokens[a - chunk.start : b - chunk.start]
             covered += b - a
     if covered != hi - lo:
         raise RuntimeError(f"chunks of level {level} cover {covered} of the {hi - lo} tokens [{lo}, {hi}) a call needs")
@@ -100,7 +103,7 @@ StageFactory = Callable[[torch.device, int], Any]
 """Builds a stage object inside an actor from its device and max batch (see :mod:`pipeline.builders`)."""
 
 
-class _StageActor:
+class StageActor:
     """What every stage actor shares: threads, device, identity, storage, its stage object."""
 
     def __init__(
@@ -122,19 +125,19 @@ class _StageActor:
         self.info = _actor_info(stage, self.device)
         self.stage_impl = factory(self.device, max_batch)
 
-    async def _load(self, chunks: tuple[pa.RecordBatch | str, ...]) -> list[pa.RecordBatch]:
-        """Chunk arguments as record batches: paths (parts stored by an earlier run) are read."""
+    async def _load(self, chunks: tuple[Chunk | str, ...]) -> list[Chunk]:
+        """Chunk arguments as chunks: paths (parts stored by an earlier run) are read."""
         if not any(isinstance(chunk, str) for chunk in chunks):
             return list(chunks)
 
-        def read() -> list[pa.RecordBatch]:
-            return [self.storage.read_part(c) if isinstance(c, str) else c for c in chunks]
+        def read() -> list[Chunk]:
+            return [Chunk.from_batch(self.storage.read_part(c)) if isinstance(c, str) else c for c in chunks]
 
         return await asyncio.to_thread(read)
 
     async def _store(self, write: Callable[[pa.RecordBatch], str], batch: pa.RecordBatch) -> None:
-        """Write a part: inline on a local disk (well under a millisecond, and off the critical
-        path's thread hops), on a side thread for remote stores whose writes take longer."""
+        """Write a part: inline on a local disk (well under a millisecond), on a side thread for
+        remote stores whose writes take longer."""
         if self.storage.is_local:
             write(batch)
         else:
@@ -165,7 +168,7 @@ class _StageActor:
         }
 
 
-class TokenizeActor(_StageActor):
+class TokenizeActor(StageActor):
     """Labels of a song for every level (``factory`` builds a :class:`~stages.tokenize.TokenizeStage`)."""
 
     def __init__(
@@ -179,7 +182,7 @@ class TokenizeActor(_StageActor):
         return labels, self._stats(song_id, -1, 0, 0, started, started, time.time(), 1)
 
 
-class PriorActor(_StageActor):
+class PriorActor(StageActor):
     """Samples windows of one level, batched across songs (``factory`` builds a
     :class:`~stages.prior_window.PriorWindowStage`)."""
 
@@ -199,13 +202,21 @@ class PriorActor(_StageActor):
         super().__init__(stage, factory, storage_url, num_gpus, torch_threads, max_batch, nice)
         self.level = level
         self.batcher = MicroBatcher(
-            self.stage_impl.run_batch, WindowRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0
+            self._sample_batch, WindowRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0,
         )
 
-    async def sample(
-        self, task: WindowTask, labels: dict[int, np.ndarray], *chunks: pa.RecordBatch | str
-    ) -> tuple[pa.RecordBatch, dict[str, Any]]:
-        """Sample one window.
+    def _sample_batch(self, requests: list[WindowRequest]) -> list[Chunk]:
+        """Sample a batch; the chunks (stored by the driver, which receives them anyway: the
+        actor sampling the finest level is the pipeline's bottleneck, and a part write costs it
+        ~0.75 ms of Python per window)."""
+        return [
+            Chunk(request.song_id, self.level, request.start + len(request.context), result.tokens,
+                  result.started_at, result.finished_at, result.compute_s, result.batch_size, self.info["node_id"])
+            for request, result in zip(requests, self.stage_impl.run_batch(requests))
+        ]
+
+    async def sample(self, task: WindowTask, labels: dict[int, np.ndarray], *chunks: Chunk | str) -> Chunk:
+        """Sample one window; returns its chunk, with the call's stats (``Chunk.stats``).
 
         Args:
             task: the window.
@@ -231,21 +242,14 @@ class PriorActor(_StageActor):
             seed=task.seed,
             options=task.options,
         )
-        result = await self.batcher.submit(request)
-        new_start = task.start + task.n_context
-        batch = chunk_batch(
-            task.song_id, task.level, new_start, result.tokens,
-            started_at=result.started_at, finished_at=result.finished_at,
-            compute_s=result.compute_s, batch_size=result.batch_size, node_id=self.info["node_id"],
-        )
-        await self._store(self.storage.write_chunk, batch)
+        chunk = await self.batcher.submit(request, task.priority)
         stats = self._stats(
-            task.song_id, task.level, new_start, new_start + task.n_new, entered, result.started_at, result.finished_at, result.batch_size
+            task.song_id, task.level, chunk.start, chunk.end, entered, chunk.started_at, chunk.finished_at, chunk.batch_size
         )
-        return batch, stats
+        return dataclasses.replace(chunk, stats=stats)
 
 
-class DecodeActor(_StageActor):
+class DecodeActor(StageActor):
     """Decodes chunks of tokens into audio segments, batched across songs (``factory`` builds a
     :class:`~stages.decode.DecodeStage`)."""
 
@@ -262,26 +266,36 @@ class DecodeActor(_StageActor):
     ) -> None:
         super().__init__("decode", factory, storage_url, num_gpus, torch_threads, max_batch, nice)
         self.batcher = MicroBatcher(
-            self.stage_impl.run_batch, DecodeRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0
+            self._decode_batch, DecodeRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0,
         )
+
+    def _decode_batch(self, requests: list[DecodeRequest]) -> list[tuple[pa.RecordBatch, DecodeResult]]:
+        """Decode a batch, then make (and on a local disk store, right away) its audio parts."""
+        out = []
+        for request, result in zip(requests, self.stage_impl.run_batch(requests)):
+            batch = audio_batch(
+                request.song_id, request.level, request.start, request.end, result.audio,
+                started_at=result.started_at, finished_at=result.finished_at,
+                compute_s=result.compute_s, batch_size=result.batch_size, node_id=self.info["node_id"],
+            )
+            if self.storage.is_local:
+                self.storage.write_audio_part(batch)
+            out.append((batch, result))
+        return out
 
     async def receptive_field(self, level: int) -> int:
         """The decoder's receptive field at ``level`` in tokens (the margin chunks need)."""
         return await asyncio.to_thread(self.stage_impl.receptive_field, level)
 
-    async def decode(self, task: DecodeTask, *chunks: pa.RecordBatch | str) -> dict[str, Any]:
+    async def decode(self, task: DecodeTask, *chunks: Chunk | str) -> dict[str, Any]:
         """Decode one segment and store it; returns its stats (the audio goes to storage only)."""
         entered = time.time()
         chunks = await self._load(chunks)
         tokens = assemble(chunks, task.level, task.lo, task.hi)
         request = DecodeRequest(task.song_id, task.level, tokens, task.lo, task.start, task.end)
-        result = await self.batcher.submit(request)
-        batch = audio_batch(
-            task.song_id, task.level, task.start, task.end, result.audio,
-            started_at=result.started_at, finished_at=result.finished_at,
-            compute_s=result.compute_s, batch_size=result.batch_size, node_id=self.info["node_id"],
-        )
-        await self._store(self.storage.write_audio_part, batch)
+        batch, result = await self.batcher.submit(request, task.priority)
+        if not self.storage.is_local:
+            await asyncio.to_thread(self.storage.write_audio_part, batch)
         return self._stats(task.song_id, task.level, task.start, task.end, entered, result.started_at, result.finished_at, result.batch_size)
 
     async def finalize(self, job: FinalizeJob) -> dict[str, Any]:

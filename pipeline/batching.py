@@ -1,19 +1,40 @@
 """Cross-request batching inside an asyncio actor.
 
-Concurrent calls to an actor method each ``await`` :meth:`MicroBatcher.submit`; the batcher waits
-``wait_s`` for more requests, takes the oldest request and every pending one that can share its
-forward pass (same ``key``), up to ``max_batch``, and runs them in one call on a worker thread so
-the event loop keeps accepting requests meanwhile. Each caller gets its own result or exception.
+Concurrent calls to an actor method each ``await`` :meth:`MicroBatcher.submit`; the batcher takes
+the oldest request and every pending one that can share its forward pass (same ``key``), up to
+``max_batch``, and runs them in one call on a worker thread so the event loop keeps accepting
+requests meanwhile. Each caller gets its own result or exception.
+
+When the oldest request's group is not full, the batcher waits for it to fill while requests
+keep arriving: until no request has come for ``gap_s``, and ``wait_s`` at most. Requests of
+songs whose previous window just finished arrive in a burst a few milliseconds after it (and the
+first windows of newly admitted songs one by one as their labels are made); a batch run without
+them splits the songs into groups that stay out of step for the rest of the run (two half
+batches cost nearly twice one full batch), while a group that cannot fill costs only ``gap_s``.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+ARRIVAL_GAP_S = 0.015  # longer than the spread of a burst of requests under load, shorter than a forward pass
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
+
+
+@dataclass(order=True)
+class _Pending(Generic[Request, Result]):
+    """A queued request: ordered by (priority, arrival)."""
+
+    rank: tuple[Any, int]
+    request: Request = field(compare=False)
+    key: Hashable = field(compare=False)
+    future: asyncio.Future[Result] = field(compare=False)
 
 
 class MicroBatcher(Generic[Request, Result]):
@@ -23,8 +44,13 @@ class MicroBatcher(Generic[Request, Result]):
         run_batch: called with a list of requests sharing one key; returns one result per request.
         key: the batch key of a request.
         max_batch: most requests per call.
-        wait_s: how long to wait for companions once a request arrives (0 = run what is there).
+        wait_s: the longest a group that is not full waits for companions (0 = run what is there).
         executor: where ``run_batch`` runs (default: one dedicated thread, so calls never overlap).
+        gap_s: stop waiting when no request arrived for this long (at most ``wait_s``).
+
+    Requests are served by (priority, arrival): the next batch is the group of the first request
+    in that order, filled in that order. Giving older songs priority lets them finish first,
+    instead of every song in flight advancing in step and finishing together.
     """
 
     def __init__(
@@ -34,6 +60,7 @@ class MicroBatcher(Generic[Request, Result]):
         max_batch: int,
         wait_s: float = 0.0,
         executor: Executor | None = None,
+        gap_s: float = ARRIVAL_GAP_S,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -43,44 +70,70 @@ class MicroBatcher(Generic[Request, Result]):
         self._key = key
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.gap_s = min(gap_s, wait_s)
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
-        self._pending: list[tuple[Request, Hashable, asyncio.Future[Result]]] = []
+        self._pending: list[_Pending[Request, Result]] = []
+        self._arrivals = itertools.count()
         self._worker: asyncio.Task[None] | None = None
+        self._arrived: asyncio.Event | None = None
         self.batch_sizes: list[int] = []
 
-    async def submit(self, request: Request) -> Result:
-        """Queue one request and wait for its result."""
+    async def submit(self, request: Request, priority: Any = 0) -> Result:
+        """Queue one request (smaller ``priority`` first, then arrival) and wait for its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((request, self._key(request), future))
+        rank = (priority, next(self._arrivals))
+        self._pending.append(_Pending(rank, request, self._key(request), future))
+        if self._arrived is not None:
+            self._arrived.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         return await future
 
-    def _take_batch(self) -> list[tuple[Request, Hashable, asyncio.Future[Result]]]:
-        key = self._pending[0][1]
-        batch, rest = [], []
-        for item in self._pending:
-            (batch if item[1] == key and len(batch) < self.max_batch else rest).append(item)
-        self._pending = rest
-        return batch
+    def _next_key(self) -> Hashable:
+        """The key of the next batch: the first pending request's."""
+        return min(self._pending).key
+
+    async def _wait_for_companions(self) -> None:
+        """Wait until the next group is full, or no request came for ``gap_s``, or ``wait_s``
+        passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while sum(item.key == self._next_key() for item in self._pending) < self.max_batch:
+            remaining = min(deadline - loop.time(), self.gap_s)
+            if remaining <= 0:
+                return
+            self._arrived = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+            finally:
+                self._arrived = None
+
+    def _take_batch(self) -> list[_Pending[Request, Result]]:
+        key = self._next_key()
+        group = sorted(item for item in self._pending if item.key == key)[: self.max_batch]
+        taken = {id(item) for item in group}
+        self._pending = [item for item in self._pending if id(item) not in taken]
+        return group
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            if self.wait_s > 0 and len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.wait_s)
+            if self.wait_s > 0:
+                await self._wait_for_companions()
             batch = self._take_batch()
             self.batch_sizes.append(len(batch))
             try:
-                results: Any = await loop.run_in_executor(self._executor, self._run_batch, [item[0] for item in batch])
+                results: Any = await loop.run_in_executor(self._executor, self._run_batch, [item.request for item in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} requests")
             except Exception as err:  # every caller of the batch sees the failure
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(err)
                 continue
-            for (_, _, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
+            for item, result in zip(batch, results):
+                if not item.future.done():
+                    item.future.set_result(result)

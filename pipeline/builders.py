@@ -14,8 +14,9 @@ from models.loading import load_model_config, load_prior, load_vqvae
 from models.presets import is_preset, preset_tokenizer_settings
 from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer
 from models.windows import LevelGeometry, level_geometries
-from pipeline.config import SAMPLING_STAGES, Stage, stage_level
+from pipeline.spec import SAMPLING_STAGES, Stage, stage_level
 from stages.decode import DecodeStage
+from stages.encode import EncodeStage
 from stages.prior_window import PriorWindowStage
 from stages.tokenize import TokenizeStage
 
@@ -36,9 +37,17 @@ def geometries(config: JukeboxConfig) -> dict[int, LevelGeometry]:
     return {g.level: g for g in level_geometries(config)}
 
 
-def stage_factories(source: str, init_seed: int) -> dict[Stage, Callable[[torch.device, int], Any]]:
-    """Per stage, a picklable callable ``(device, max_batch) -> stage object`` run inside an actor."""
-    factories: dict[Stage, Callable[[torch.device, int], Any]] = {Stage.TOKENIZE: functools.partial(build_tokenize_stage, source)}
+def stage_factories(
+    source: str, init_seed: int, chunk_samples: int | None = None
+) -> dict[Stage, Callable[[torch.device, int], Any]]:
+    """Per stage, a picklable callable ``(device, max_batch) -> stage object`` run inside an actor.
+
+    ``chunk_samples`` bounds the audio the encode stage encodes per call (see ``EncodeStage``).
+    """
+    factories: dict[Stage, Callable[[torch.device, int], Any]] = {
+        Stage.TOKENIZE: functools.partial(build_tokenize_stage, source),
+        Stage.ENCODE: functools.partial(build_encode_stage, source, init_seed=init_seed, chunk_samples=chunk_samples),
+    }
     for stage in SAMPLING_STAGES:
         factories[stage] = functools.partial(build_prior_stage, source, stage_level(stage), init_seed=init_seed)
     factories[Stage.DECODE] = functools.partial(build_decode_stage, source, init_seed=init_seed)
@@ -85,3 +94,11 @@ def build_prior_stage(source: str, level: int, device: torch.device, max_batch: 
 def build_decode_stage(source: str, device: torch.device, max_batch: int, *, init_seed: int) -> DecodeStage:
     vqvae = load_vqvae(source, init_seed=init_seed, device=device)
     return DecodeStage(vqvae, max_batch=max_batch, device=device)
+
+
+def build_encode_stage(
+    source: str, device: torch.device, max_batch: int, *, init_seed: int, chunk_samples: int | None = None
+) -> EncodeStage:
+    """The VQ-VAE encoding stage (every level), for encode-only runs and prompts."""
+    vqvae = load_vqvae(source, init_seed=init_seed, device=device)
+    return EncodeStage(vqvae, max_batch=max_batch, device=device, chunk_samples=chunk_samples)

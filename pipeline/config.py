@@ -7,47 +7,28 @@ loads. Checks that need the model's own config (durations, levels) live in :mod:
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import fsspec
 
-from models.prior.sampling import SamplingOptions
+from pipeline.grid import GridSong, GridSpec, iter_grid
+from pipeline.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
+    N_LEVELS,
+    SAMPLING_STAGES,
+    PromptRef,
+    SamplingSpec,
+    SongSpec,
+    Stage,
+    level_stage,
+    stage_level,
+)
 from pipeline.typed import build_dataclass
 
-
-class Stage(str, Enum):
-    """The pipeline's stages, in data-flow order; each is one pool of Ray actors."""
-
-    TOKENIZE = "tokenize"
-    TOP = "top"
-    MIDDLE = "middle"
-    BOTTOM = "bottom"
-    DECODE = "decode"
-
-
-# VQ-VAE level (0 = finest) of each sampling stage.
-_STAGE_LEVEL = {Stage.TOP: 2, Stage.MIDDLE: 1, Stage.BOTTOM: 0}
-SAMPLING_STAGES = (Stage.TOP, Stage.MIDDLE, Stage.BOTTOM)
-N_LEVELS = len(SAMPLING_STAGES)
-
-
-def stage_level(stage: Stage) -> int:
-    """VQ-VAE level sampled by a prior stage (top = 2, middle = 1, bottom = 0)."""
-    if stage not in _STAGE_LEVEL:
-        raise ValueError(f"stage {stage.value!r} samples no level; expected one of {[s.value for s in SAMPLING_STAGES]}")
-    return _STAGE_LEVEL[stage]
-
-
-def level_stage(level: int) -> Stage:
-    """The prior stage sampling VQ-VAE ``level``."""
-    for stage, value in _STAGE_LEVEL.items():
-        if value == level:
-            return stage
-    raise ValueError(f"level must be one of {sorted(_STAGE_LEVEL.values())}, got {level!r}")
+logger = logging.getLogger(__name__)
 
 
 class ScheduleMode(str, Enum):
@@ -60,9 +41,6 @@ class ScheduleMode(str, Enum):
 
     PIPELINED = "pipelined"
     LEVEL_BY_LEVEL = "level_by_level"
-
-
-_SONG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -87,74 +65,6 @@ class ModelSpec:
     def source(self) -> str:
         """What the model loaders take: the checkpoint when given, else the preset name."""
         return self.checkpoint if self.checkpoint is not None else str(self.preset)
-
-
-@dataclass(frozen=True)
-class SongSpec:
-    """One song to generate.
-
-    Attributes:
-        id: unique name, used in file names (letters, digits, ``.``, ``_``, ``-``).
-        artist, genres, lyrics: conditioning; ``genres`` as the tokenizer takes them.
-        duration_s: length in seconds (rounded down to whole top-level tokens).
-        seed: the song's seed; None derives it from the run seed and the id.
-        lyrics_file: where the lyrics were read from, if not given inline.
-    """
-
-    id: str
-    artist: str
-    genres: tuple[str, ...]
-    duration_s: float
-    lyrics: str = ""
-    seed: int | None = None
-    lyrics_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if not _SONG_ID.fullmatch(self.id):
-            raise ValueError(f"song id {self.id!r} is invalid: expected 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit")
-        if not self.genres or any(not g.strip() for g in self.genres):
-            raise ValueError(f"song {self.id!r}: genres must be one or more non-empty names, got {list(self.genres)}")
-        if not self.artist.strip():
-            raise ValueError(f"song {self.id!r}: artist must be a non-empty name")
-        if not self.duration_s > 0:
-            raise ValueError(f"song {self.id!r}: duration_s must be > 0 seconds, got {self.duration_s}")
-
-
-@dataclass(frozen=True)
-class SamplingSpec:
-    """Which levels to sample and each level's options.
-
-    ``levels`` must be the top level followed by the levels under it without gaps (``[top]``,
-    ``[top, middle]`` or ``[top, middle, bottom]``): a level needs the one above it. Audio is
-    decoded from the lowest sampled level.
-    """
-
-    levels: tuple[str, ...] | tuple[Stage, ...] = SAMPLING_STAGES
-    top: SamplingOptions = SamplingOptions(temperature=0.98)
-    middle: SamplingOptions = SamplingOptions(temperature=0.99)
-    bottom: SamplingOptions = SamplingOptions(temperature=0.99)
-
-    def __post_init__(self) -> None:
-        names = [s.value if isinstance(s, Stage) else s for s in self.levels]
-        bad = [n for n in names if n not in {s.value for s in SAMPLING_STAGES}]
-        if bad:
-            raise ValueError(f"levels has unknown sampling level(s) {bad}: expected names from {[s.value for s in SAMPLING_STAGES]}")
-        object.__setattr__(self, "levels", tuple(Stage(n) for n in names))
-        expected = SAMPLING_STAGES[: len(self.levels)]
-        if not self.levels or tuple(self.levels) != expected:
-            raise ValueError(
-                f"levels={[s.value for s in self.levels]} is not sampleable: a level needs the one above it, "
-                f"so use one of {[[s.value for s in SAMPLING_STAGES[:n]] for n in range(1, N_LEVELS + 1)]}"
-            )
-
-    def for_stage(self, stage: Stage) -> SamplingOptions:
-        """Options of one prior stage."""
-        return {Stage.TOP: self.top, Stage.MIDDLE: self.middle, Stage.BOTTOM: self.bottom}[stage]
-
-    @property
-    def lowest_level(self) -> int:
-        """The finest level sampled: the one audio is decoded from."""
-        return stage_level(self.levels[-1])
 
 
 @dataclass(frozen=True)
@@ -274,17 +184,23 @@ class AudioSpec:
         wav_subtype: soundfile subtype of the final WAVs (``PCM_16``, ``PCM_24``, ``FLOAT``).
         margin_tokens: tokens decoded on each side of a chunk so that chunked audio equals
             whole-song audio; None measures the decoder's receptive field once per actor.
+        decode_tokens: consecutive chunks are decoded together until a segment holds at least
+            this many tokens: fewer decoder calls and less margin decoded twice, at the cost of
+            audio arriving in larger pieces (0: one segment per chunk).
     """
 
     previews: bool = False
     wav_subtype: str = "PCM_16"
     margin_tokens: int | None = None
+    decode_tokens: int = 1024
 
     def __post_init__(self) -> None:
         if self.wav_subtype not in ("PCM_16", "PCM_24", "PCM_32", "FLOAT"):
             raise ValueError(f"audio.wav_subtype must be one of PCM_16, PCM_24, PCM_32, FLOAT, got {self.wav_subtype!r}")
         if self.margin_tokens is not None and self.margin_tokens < 0:
             raise ValueError(f"audio.margin_tokens must be >= 0 or null, got {self.margin_tokens}")
+        if self.decode_tokens < 0:
+            raise ValueError(f"audio.decode_tokens must be >= 0, got {self.decode_tokens}")
 
 
 @dataclass(frozen=True)
@@ -294,26 +210,72 @@ class SchedulerSpec:
     Attributes:
         mode: pipelined (default) or level_by_level.
         max_songs_in_flight: songs whose windows are submitted at once (admission control).
+            None derives it from the sampling stages: three cohorts of ``max_batch *
+            num_actors`` songs (of the stage batching the most): songs are admitted a cohort at
+            a time, so that a cohort's windows have the same shapes and fill batches together,
+            and a new cohort is admitted once the previous one reached the lowest level, so
+            that while one cohort starts (upper levels) two keep the lowest level's actors
+            busy, one batch sampling while the next gathers (a song has one window of a level
+            in flight at a time). No more: every song in flight holds driver and object-store
+            memory.
         progress_interval_s: seconds between progress lines.
     """
 
     mode: ScheduleMode = ScheduleMode.PIPELINED
-    max_songs_in_flight: int = 4
+    max_songs_in_flight: int | None = None
     progress_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.max_songs_in_flight < 1:
-            raise ValueError(f"max_songs_in_flight must be >= 1, got {self.max_songs_in_flight}")
+        if self.max_songs_in_flight is not None and self.max_songs_in_flight < 1:
+            raise ValueError(f"max_songs_in_flight must be >= 1 or null (derived from the stages), got {self.max_songs_in_flight}")
         if not self.progress_interval_s > 0:
             raise ValueError(f"progress_interval_s must be > 0, got {self.progress_interval_s}")
 
 
+class RunMode(str, Enum):
+    """What a run does: generate songs (sample and decode), or encode audio files into tokens."""
+
+    GENERATE = "generate"
+    ENCODE = "encode"
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    """Input of an encode-only run (``mode: encode``).
+
+    Attributes:
+        input_url: a WAV/FLAC file or a folder of them (searched recursively), local or fsspec.
+            Files at any sampling rate and channel count are resampled and mixed to the model's.
+        skip_other_files: ignore files that are not WAV/FLAC instead of refusing the folder.
+        chunk_samples: audio samples encoded per encoder call and file (bounds memory for long
+            files; chunked tokens equal whole-file tokens); None: about 24 s at 44.1 kHz.
+    """
+
+    input_url: str | None = None
+    skip_other_files: bool = False
+    chunk_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_url is not None and not self.input_url.strip():
+            raise ValueError("encode.input_url must be a path or URL, got an empty string")
+        if self.chunk_samples is not None and self.chunk_samples < 1:
+            raise ValueError(f"encode.chunk_samples must be >= 1 or null, got {self.chunk_samples}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one run needs, validated."""
+    """Everything one run needs, validated.
+
+    Songs come from ``songs`` (a list) or ``songs_grid`` (a :class:`~pipeline.grid.GridSpec`,
+    expanded lazily by :meth:`iter_songs`); an encode-only run (``mode=encode``) has neither and
+    reads ``encode.input_url`` instead.
+    """
 
     model: ModelSpec
-    songs: tuple[SongSpec, ...]
+    songs: tuple[SongSpec, ...] = ()
+    songs_grid: GridSpec | None = None
+    mode: RunMode = RunMode.GENERATE
+    encode: EncodeSpec = EncodeSpec()
     seed: int = 0
     sampling: SamplingSpec = SamplingSpec()
     stages: dict[Stage, PoolSpec] = field(default_factory=lambda: {s: PoolSpec() for s in Stage})
@@ -321,10 +283,17 @@ class RunConfig:
     output: OutputSpec = OutputSpec()
     audio: AudioSpec = AudioSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
+    allow_unknown_names: bool = False
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
-        if not self.songs:
-            raise ValueError("songs: the song list is empty; give at least one song (artist, genres, lyrics, duration_s)")
+        if self.mode is RunMode.ENCODE:
+            if self.encode.input_url is None:
+                raise ValueError("encode.input_url: an encode-only run (mode=encode) needs a WAV/FLAC file or folder")
+        elif self.songs and self.songs_grid is not None:
+            raise ValueError("songs and songs_grid are both given: describe the songs with one of them")
+        elif not self.songs and self.songs_grid is None:
+            raise ValueError("songs: the song list is empty; give at least one song (artist, genres, lyrics, duration_s) or a songs_grid")
         seen: set[str] = set()
         for index, song in enumerate(self.songs):
             if song.id in seen:
@@ -344,15 +313,64 @@ class RunConfig:
                     f"label_selector={self.stages[first].label_selector}, but both share gpu_group {pool.gpu_group!r}"
                 )
 
+    def iter_songs(self) -> Iterator[GridSong]:
+        """The run's songs in order, one at a time (a grid is expanded lazily, never held whole).
+
+        Songs of the ``songs`` list are their own cells (``cell`` = position, ``sample`` 0).
+        Duplicate ids of a grid are found by :func:`pipeline.validate.validate_run`.
+        """
+        if self.mode is RunMode.ENCODE:
+            return
+        if self.songs_grid is not None:
+            yield from iter_grid(self.songs_grid)
+            return
+        for index, song in enumerate(self.songs):
+            yield GridSong(song, index, 0, source=f"songs[{index}]")
+
+    def n_songs(self) -> int:
+        """How many songs the run has (a grid is counted without expanding it)."""
+        if self.mode is RunMode.ENCODE:
+            return 0
+        return self.songs_grid.n_songs if self.songs_grid is not None else len(self.songs)
+
+    def cohort_size(self) -> int:
+        """Songs admitted together: the windows the sampling stage batching the most samples at
+        once (``max_batch * num_actors``), at most ``songs_in_flight()``."""
+        cohort = max(self.stages[s].max_batch * self.stages[s].num_actors for s in self.sampling.levels)
+        if self.scheduler.max_songs_in_flight is not None:
+            return min(cohort, self.scheduler.max_songs_in_flight)
+        return cohort
+
+    def songs_in_flight(self) -> int:
+        """Songs in flight at most: ``scheduler.max_songs_in_flight``, or when null three
+        cohorts (see :class:`SchedulerSpec`)."""
+        if self.scheduler.max_songs_in_flight is not None:
+            return self.scheduler.max_songs_in_flight
+        return 3 * self.cohort_size()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Build from a plain (resolved) dict; errors name the offending key path."""
+        """Build from a plain (resolved) dict; errors name the offending key path.
+
+        ``songs_grid`` (a mapping, or the path/URL of a grid file) replaces the ``songs`` list;
+        an encode-only run (``mode: encode``) uses neither.
+        """
         data = dict(data)
         data.pop("hydra", None)
+        mode = data.get("mode", RunMode.GENERATE.value)
+        grid = data.pop("songs_grid", None)
         songs = data.get("songs")
-        if songs is None or isinstance(songs, (str, bytes)) or not isinstance(songs, (list, tuple)):
+        if mode == RunMode.ENCODE.value or grid is not None:
+            if songs and mode != RunMode.ENCODE.value:
+                logger.info("songs_grid is set: it replaces the songs list (%d song(s) not used)", len(songs))
+            data["songs"] = []
+        elif songs is None or isinstance(songs, (str, bytes)) or not isinstance(songs, (list, tuple)):
             raise ValueError(f"songs: expected a list of songs, got {songs!r}")
-        data["songs"] = [_song_dict(song, index) for index, song in enumerate(songs)]
+        else:
+            data["songs"] = [_song_dict(song, index) for index, song in enumerate(songs)]
+        if grid is not None and mode != RunMode.ENCODE.value:
+            section = {"file": grid} if isinstance(grid, str) else grid
+            data["songs_grid"] = GridSpec.from_config(section, where="songs_grid")
         stages = data.get("stages", {})
         if not isinstance(stages, Mapping):
             raise ValueError(f"stages: expected a mapping of stage name to pool config, got {stages!r}")

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from models.prior.sampling import SamplingOptions
-from pipeline.config import SAMPLING_STAGES, SongSpec, level_stage
+from pipeline.spec import SAMPLING_STAGES, SongSpec, level_stage
 from pipeline.storage import PartInfo, RunStorage, chunk_audio, chunk_tokens
 
 logger = logging.getLogger(__name__)
 
 _STAGE_NAMES = [s.value for s in SAMPLING_STAGES]
 
+PROMPT_NOTE_FILE = "prompt.json"  # parts/{song}/prompt.json: how an audio prompt was read (resampling, mixing)
+
 MANIFEST_SCHEMA = pa.schema(
     [
         ("song_id", pa.string()),
+        ("song_index", pa.int64()),
+        ("grid_cell", pa.int64()),
+        ("grid_sample", pa.int64()),
+        ("sampling_overrides", pa.string()),
+        ("unknown_names", pa.list_(pa.string())),
+        ("prompt", pa.string()),
+        ("prompt_s", pa.float64()),
+        ("prompt_note", pa.string()),
         ("artist", pa.string()),
         ("genres", pa.list_(pa.string())),
         ("lyrics", pa.string()),
@@ -43,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("channels", pa.int64()),
         *[(f"{name}_{field}", kind) for name in _STAGE_NAMES for field, kind in (
             ("n_tokens", pa.int64()),
+            ("prompt_tokens", pa.int64()),
             ("tokens_path", pa.string()),
             ("preview_path", pa.string()),
             ("windows", pa.int64()),
@@ -75,6 +86,8 @@ class FinalizeJob:
     fingerprint: dict[str, Any]
     wav_subtype: str
     keep_parts: bool
+    prompt_tokens: dict[int, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _tile(parts: list[PartInfo], n_tokens: int, what: str) -> list[PartInfo]:
@@ -112,7 +125,12 @@ def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
         "sampling_rate": job.sampling_rate,
         "levels": [level_stage(level).value for level in sorted(job.n_tokens, reverse=True)],
         "audio_level": job.audio_level,
+        "prompt": job.song.prompt,
+        **job.extra,
     }
+    note_path = storage.path("parts", song_id, PROMPT_NOTE_FILE)
+    if job.song.prompt is not None and storage.fs.exists(note_path):
+        row["prompt_note"] = storage.read_json(note_path).get("text")
     started, finished = [], []
     for level, n_tokens in job.n_tokens.items():
         name = level_stage(level).value
@@ -121,8 +139,11 @@ def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
         tokens = np.concatenate([chunk_tokens(b) for b in batches])
         row[f"{name}_tokens_path"] = storage.uri(storage.write_tokens(song_id, level, tokens))
         row[f"{name}_n_tokens"] = n_tokens
-        row[f"{name}_windows"] = len(batches)
-        row[f"{name}_compute_s"] = float(sum(b.column("compute_s")[0].as_py() for b in batches))
+        n_prompt = job.prompt_tokens.get(level, 0)
+        row[f"{name}_prompt_tokens"] = n_prompt
+        sampled = batches[1:] if n_prompt else batches  # the prompt's part was encoded or read, not sampled
+        row[f"{name}_windows"] = len(sampled)
+        row[f"{name}_compute_s"] = float(sum(b.column("compute_s")[0].as_py() for b in sampled))
         options = job.options[level]
         row[f"{name}_temperature"], row[f"{name}_top_k"], row[f"{name}_top_p"] = options.temperature, options.top_k, options.top_p
         started += [b.column("started_at")[0].as_py() for b in batches]
@@ -149,9 +170,4 @@ def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
     if not job.keep_parts:
         storage.remove_parts(song_id)
     return row
-
-
-def manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Manifest rows as a table of MANIFEST_SCHEMA (missing columns are null)."""
-    return pa.Table.from_pylist([{name: row.get(name) for name in MANIFEST_SCHEMA.names} for row in rows], schema=MANIFEST_SCHEMA)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline import builders
 from pipeline.actors import DecodeActor, PriorActor, StageFactory, TokenizeActor
-from pipeline.config import PoolSpec, RunConfig, Stage, stage_level
+from pipeline.encoding import EncodeActor
+from pipeline.config import PoolSpec, RunConfig, RunMode, Stage, stage_level
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,16 @@ class Pools:
         storage_url: str,
         factories: Mapping[Stage, StageFactory] | None = None,
         run_id: str | None = None,
+        stages: Sequence[Stage] | None = None,
     ) -> None:
-        """``factories`` replace the stage objects built from the model (per stage; e.g. stand-ins)."""
+        """``factories`` replace the stage objects built from the model (per stage; e.g. stand-ins);
+        ``stages`` are the pools to start (default: :func:`needed_stages` without prompts)."""
         self.cfg = cfg
-        self.factories = {**builders.stage_factories(cfg.model.source, cfg.model.init_seed), **(factories or {})}
+        defaults = builders.stage_factories(cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples)
+        self.factories = {**defaults, **(factories or {})}
         self.storage_url = storage_url
         self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.stages = list(stages) if stages is not None else needed_stages(cfg)
         self.groups: list[PlacementGroup] = []
         self.pools: dict[Stage, StagePool] = {}
 
@@ -127,8 +132,7 @@ class Pools:
         return self.pools[stage]
 
     def _needed_stages(self) -> list[Stage]:
-        levels = set(self.cfg.sampling.levels)
-        return [s for s in Stage if s in (Stage.TOKENIZE, Stage.DECODE) or s in levels]
+        return self.stages
 
     def _reserve(self, stages: list[Stage]) -> dict[tuple[Stage, int], tuple[PlacementGroup, int]]:
         """One placement group per gpu_group (or stage); waits for all within the timeout."""
@@ -214,6 +218,10 @@ class Pools:
         if stage is Stage.TOKENIZE:
             return ray.remote(TokenizeActor).options(**options).remote(factory, self.storage_url, **common)
         batching = dict(max_batch=pool.max_batch, batch_wait_ms=pool.batch_wait_ms, **common)
+        if stage is Stage.ENCODE:
+            model = builders.model_config(self.cfg.model.source)
+            audio = dict(sampling_rate=model.sampling_rate, channels=model.vqvae_config.conv_input_shape)
+            return ray.remote(EncodeActor).options(**options).remote(factory, self.storage_url, **audio, **batching)
         if stage is Stage.DECODE:
             return ray.remote(DecodeActor).options(**options).remote(factory, self.storage_url, **batching)
         return ray.remote(PriorActor).options(**options).remote(stage.value, stage_level(stage), factory, self.storage_url, **batching)
@@ -235,6 +243,16 @@ class Pools:
         for pg in self.groups:
             remove_placement_group(pg)
         self.groups = []
+
+
+def needed_stages(cfg: RunConfig, prompts: bool = False) -> list[Stage]:
+    """The pools a run needs: the encoder alone for an encode-only run; otherwise tokenization,
+    the sampled levels and decoding, plus the encoder when songs have ``prompts``."""
+    if cfg.mode is RunMode.ENCODE:
+        return [Stage.ENCODE]
+    levels = set(cfg.sampling.levels)
+    wanted = {Stage.TOKENIZE, Stage.DECODE, *levels} | ({Stage.ENCODE} if prompts else set())
+    return [s for s in Stage if s in wanted]
 
 
 def _node_labels() -> list[dict[str, str]]:

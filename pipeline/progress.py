@@ -65,6 +65,7 @@ class StageProgress:
     planned_tokens: int = 0
     done_calls: int = 0
     done_tokens: int = 0
+    passes: float = 0.0  # forward passes: a call batched with n others counts 1 / n
     first_start: float | None = None
     last_end: float | None = None
     spans: dict[str, IntervalUnion] = field(default_factory=dict)
@@ -102,7 +103,7 @@ class RunSummary:
         first_audio_s: from the first submitted call to the first decoded audio segment.
         overlap: sum of the stages' busy seconds / wall_s.
         stages: per stage: calls, tokens, busy_s, compute_s, tokens_per_s (per busy second),
-            first_start_s, last_end_s (relative to the start).
+            mean_batch (calls per forward pass), first_start_s, last_end_s (relative to the start).
     """
 
     wall_s: float
@@ -139,6 +140,7 @@ class Progress:
         progress = self.stages[stage]
         progress.done_calls += 1
         progress.done_tokens += int(stats["end"]) - int(stats["start"])
+        progress.passes += 1.0 / max(int(stats.get("batch_size", 1)), 1)
         started, finished = float(stats["started_at"]), float(stats["finished_at"])
         entered, returned = float(stats["entered_at"]), float(stats["returned_at"])
         actor = str(stats["actor"])
@@ -185,6 +187,7 @@ class Progress:
                 "busy_s": busy,
                 "compute_s": progress.compute_s,
                 "tokens_per_s": progress.done_tokens / busy if busy > 0 else 0.0,
+                "mean_batch": progress.done_calls / progress.passes if progress.passes else 0.0,
                 "first_start_s": None if progress.first_start is None else progress.first_start - self.started_at,
                 "last_end_s": None if progress.last_end is None else progress.last_end - self.started_at,
             }

@@ -2,27 +2,33 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.actors import StageFactory
-from pipeline.config import RunConfig, Stage, stage_level
-from pipeline.finalize import manifest_table
-from pipeline.plan import SongPlan, plan_song
-from pipeline.pools import Pools
+from pipeline.config import RunConfig, RunMode, Stage, stage_level
+from pipeline.encode_run import run_encode
+from pipeline.finalize import MANIFEST_SCHEMA
+from pipeline.manifest import ManifestWriter
+from pipeline.plan import plan_song
+from pipeline.pools import Pools, needed_stages
 from pipeline.progress import Progress, RunSummary, log_summary
-from pipeline.scheduler import Scheduler
+from pipeline.scheduler import Scheduler, SongJob
 from pipeline.storage import RunStorage
 from pipeline.validate import ValidatedRun, validate_run
 
 logger = logging.getLogger(__name__)
+
+RowCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -31,21 +37,33 @@ class RunResult:
 
     Attributes:
         output_url: root of the outputs.
-        manifest_path: the run manifest (Parquet, one row per song).
-        summary_path: ``summary.json`` (stage timings, overlap, actor placement).
-        rows: the manifest rows.
-        summary: stage busy times, wall time, time to first audio, overlap.
+        manifest_path: the run manifest (Parquet, one row per song); "" for a dry run.
+        summary_path: ``summary.json`` (stage timings, overlap, actor placement); "" for a dry run.
+        plan: what the run means (songs, windows and tokens per level; files for encode runs).
+        summary: stage busy times, wall time, time to first audio, overlap (None for a dry run).
         actors: per stage, where its actors ran (node, GPU ids, pid).
         skipped: songs already complete in storage, not recomputed.
+        n_songs: songs (or encoded files) in the manifest.
+        dry_run: nothing was run: only ``plan`` is set.
     """
 
     output_url: str
     manifest_path: str
     summary_path: str
-    rows: list[dict[str, Any]]
-    summary: RunSummary
+    plan: dict[str, Any]
+    summary: RunSummary | None
     actors: dict[str, list[dict[str, Any]]]
     skipped: list[str]
+    n_songs: int
+    dry_run: bool = False
+
+    @functools.cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """The manifest rows in song order (read from the manifest when first asked for)."""
+        if self.dry_run:
+            return []
+        rows = pq.read_table(self.manifest_path).to_pylist()
+        return sorted(rows, key=lambda row: row["song_index"])
 
 
 def to_run_config(cfg: DictConfig | Mapping[str, Any] | RunConfig) -> RunConfig:
@@ -82,74 +100,132 @@ def _margins(cfg: RunConfig, pools: Pools, levels: list[int]) -> dict[int, int]:
     return dict(zip(levels, ray.get([decoder.receptive_field.remote(level) for level in levels])))
 
 
-def _plans(cfg: RunConfig, validated: ValidatedRun, margins: dict[int, int]) -> Iterator[SongPlan]:
-    """Song plans, made as the scheduler admits songs (not all at once)."""
+def _jobs(cfg: RunConfig, validated: ValidatedRun, margins: dict[int, int]) -> Iterator[SongJob]:
+    """Song jobs, planned as the scheduler admits songs (a grid is never expanded whole)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
-    options = {stage_level(s): cfg.sampling.for_stage(s) for s in cfg.sampling.levels}
     geometries = [validated.geometries[level] for level in sorted(validated.geometries, reverse=True)]
-    for song in cfg.songs:
-        yield plan_song(song, cfg.seed, validated.total_lengths[song.id], geometries, levels, options, margins, cfg.audio.previews)
+    rate = validated.model.sampling_rate
+    for index, item in enumerate(cfg.iter_songs()):
+        song = item.song
+        prompt_samples = validated.song_prompt_samples(song)
+        plan = plan_song(
+            song, cfg.seed, validated.total_length(song), geometries, levels, item.level_options(cfg.sampling),
+            margins, cfg.audio.previews, prompt_samples, cfg.audio.decode_tokens,
+        )
+        fields: dict[str, Any] = {"song_index": index, "unknown_names": validated.vocabulary.unknown_for(song.id)}
+        if cfg.songs_grid is not None:
+            fields.update(item.manifest_fields())
+        if prompt_samples:
+            fields["prompt_s"] = prompt_samples / rate
+        yield SongJob(index, plan, fields)
 
 
-def run(cfg: DictConfig | Mapping[str, Any] | RunConfig, *, factories: Mapping[Stage, StageFactory] | None = None) -> RunResult:
-    """Generate every song of ``cfg``: validate, start the stage pools, stream, compact, report.
+def _log_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
+    if cfg.mode is RunMode.ENCODE:
+        logger.info("plan: encode %d file(s), %.1f s of audio, into tokens of every level", plan["files"], plan["audio_seconds"])
+        return
+    levels = ", ".join(f"{name} {v['windows']} windows / {v['tokens']} tokens" for name, v in plan["levels"].items())
+    logger.info(
+        "plan: %d song(s), %.1f s of audio, %d windows, %d tokens (%s); %d song(s) in flight",
+        plan["songs"], plan["audio_seconds"], plan["windows"], plan["tokens"], levels, plan["songs_in_flight"],
+    )
 
-    Everything is checked before Ray starts or any model loads. A Ray session already running in
+
+def run(
+    cfg: DictConfig | Mapping[str, Any] | RunConfig,
+    *,
+    factories: Mapping[Stage, StageFactory] | None = None,
+    on_song_done: RowCallback | None = None,
+) -> RunResult:
+    """Generate every song of ``cfg`` (or encode every input file of an encode-only run):
+    validate, start the stage pools, stream, compact, report.
+
+    Everything is checked before Ray starts or any model loads; with ``dry_run`` nothing else
+    happens (the result's ``plan`` tells what the run means). A Ray session already running in
     this process is used as is (and left running); otherwise one is started (or joined, with
-    ``ray.address``) and stopped at the end. ``factories`` replace stages' objects (stand-ins).
+    ``ray.address``) and stopped at the end. ``factories`` replace stages' objects (stand-ins);
+    ``on_song_done`` is called with each finished song's manifest row, in the order songs finish.
     """
     cfg = to_run_config(cfg)
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, url=_absolute_url(cfg.output.url)))
     validated = validate_run(cfg)
+    _log_plan(cfg, validated.summary)
     storage = RunStorage(cfg.output.url)
+    if cfg.dry_run:
+        return RunResult(storage.url, "", "", validated.summary, None, {}, [], 0, dry_run=True)
+    writer = ManifestWriter(storage, MANIFEST_SCHEMA)
+
+    def sink(row: dict[str, Any]) -> None:
+        writer.add(row)
+        logger.info("song %s -> %s", row["song_id"], row.get("audio_path") or row.get("bottom_tokens_path") or row.get("top_tokens_path"))
+        if on_song_done is not None:
+            on_song_done(row)
+
+    try:
+        if cfg.mode is RunMode.ENCODE:
+            outcome = run_encode(cfg, validated, storage, factories, sink, _connect)
+        else:
+            outcome = _generate(cfg, validated, storage, factories, sink)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    summary, actors, skipped, n_songs = outcome
+    summary_data = {
+        **summary.to_dict(),
+        "mode": cfg.mode.value if cfg.mode is RunMode.ENCODE else cfg.scheduler.mode.value,
+        "songs": n_songs,
+        "skipped": len(skipped),
+        "plan": validated.summary,
+        "actors": actors,
+    }
+    storage.write_bytes(storage.path("summary.json"), json.dumps(summary_data, indent=1, default=str).encode())
+    log_summary(summary)
+    if skipped:
+        logger.info("%d song(s) were already complete and not recomputed", len(skipped))
+    logger.info("outputs in %s: %d song(s) in manifest.parquet, tokens/level=*/ (Parquet), audio/ (WAV), summary.json",
+                storage.url, n_songs)
+    return RunResult(
+        output_url=storage.url,
+        manifest_path=storage.uri(writer.path),
+        summary_path=storage.uri(storage.path("summary.json")),
+        plan=validated.summary,
+        summary=summary,
+        actors=actors,
+        skipped=list(skipped),
+        n_songs=n_songs,
+    )
+
+
+def _generate(
+    cfg: RunConfig,
+    validated: ValidatedRun,
+    storage: RunStorage,
+    factories: Mapping[Stage, StageFactory] | None,
+    sink: RowCallback,
+) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
+    """Sample and decode every song; (summary, actors, skipped songs, songs)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
     decoded = sorted(levels) if cfg.audio.previews else [min(levels)]
-    logger.info(
-        "run: %d song(s), model %s, levels %s, mode %s, output %s",
-        len(cfg.songs), cfg.model.source, [s.value for s in cfg.sampling.levels], cfg.scheduler.mode.value, storage.url,
-    )
     # A rerun of a finished output needs neither Ray nor a model: songs are read back from markers.
-    all_done = {song.id for song in cfg.songs} <= storage.done_songs()
+    done = storage.done_songs()
+    all_done = all(item.song.id in done for item in cfg.iter_songs())
+    del done
     started_ray = False if all_done else _connect(cfg)
-    pools = Pools(cfg, storage.url, factories)
+    stages = needed_stages(cfg, prompts=validated.needs_encoder)
+    pools = Pools(cfg, storage.url, factories, stages=stages)
     try:
         if all_done:
             margins = {level: 0 for level in decoded}
         else:
             pools.start()
             margins = _margins(cfg, pools, decoded)
-        plans = _plans(cfg, validated, margins)
-        progress = Progress([Stage.TOKENIZE, *cfg.sampling.levels, Stage.DECODE], cfg.scheduler.progress_interval_s)
-        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate)
-        rows = scheduler.run(plans)
+        progress = Progress([s for s in stages if s in pools.stages], cfg.scheduler.progress_interval_s)
+        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink)
+        n_songs = scheduler.run(_jobs(cfg, validated, margins))
         actors = pools.infos()
     finally:
         pools.shutdown()
         if started_ray:
             ray.shutdown()
-    summary = progress.summary()
-    storage.write_parquet(storage.path("manifest.parquet"), manifest_table(rows))
-    summary_data = {
-        **summary.to_dict(),
-        "mode": cfg.scheduler.mode.value,
-        "songs": len(rows),
-        "skipped": scheduler.skipped,
-        "actors": actors,
-    }
-    storage.write_bytes(storage.path("summary.json"), json.dumps(summary_data, indent=1, default=str).encode())
-    log_summary(summary)
-    if scheduler.skipped:
-        logger.info("%d song(s) were already complete and not recomputed: %s", len(scheduler.skipped), scheduler.skipped)
-    logger.info("outputs in %s: audio/ (WAV), tokens/level=*/ (Parquet), manifest.parquet, summary.json", storage.url)
-    for row in rows:
-        logger.info("  %s -> %s", row["song_id"], row.get("audio_path"))
-    return RunResult(
-        output_url=storage.url,
-        manifest_path=storage.uri(storage.path("manifest.parquet")),
-        summary_path=storage.uri(storage.path("summary.json")),
-        rows=rows,
-        summary=summary,
-        actors=actors,
-        skipped=list(scheduler.skipped),
-    )
-
+    return progress.summary(), actors, scheduler.skipped, n_songs

@@ -52,6 +52,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
                 errors.append(str(err))
         raise ValueError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {options}")
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):  # already built (e.g. parsed before the rest of the config)
+            return value
         return build_dataclass(hint, value, path)
     if isinstance(hint, type) and issubclass(hint, Enum):
         try:

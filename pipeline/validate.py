@@ -1,34 +1,74 @@
 """Checks of a run against its model and output, before Ray starts or any weights load.
 
-Only the model's config is read (a preset's YAML or a checkpoint's ``config.json``), so a bad
-song list, an unknown preset, a missing checkpoint or an unwritable output URL fails in a second,
-with a message naming the field, instead of after minutes of model loading.
+Only the model's config and vocabulary are read (a preset's YAML or a checkpoint's
+``config.json`` and vocabulary files), plus the headers of prompt and input audio files, so a bad
+song list or grid, an unknown artist or genre, an unknown preset, a missing checkpoint, an
+unreadable audio file or an unwritable output URL fails in seconds, with a message naming the
+field, instead of after minutes of model loading. Songs are checked one at a time as the grid
+expands: nothing but their ids (for duplicates) is held.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 from models.config import JukeboxConfig
 from models.presets import available_presets, is_preset
 from models.windows import LevelGeometry, length_for_seconds
 from pipeline import builders
-from pipeline.config import N_LEVELS, RunConfig, stage_level
+from pipeline.audio_input import AudioSource, scan_audio
+from pipeline.config import N_LEVELS, RunConfig, RunMode, stage_level
+from pipeline.grid import GridSong, duplicate_error
+from pipeline.plan import PlanCounter
+from pipeline.prompts import available_samples
+from pipeline.spec import SongSpec
 from pipeline.storage import RunStorage
+from pipeline.vocabulary import VocabularyCheck, check_vocabulary, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ValidatedRun:
-    """The facts a run needs from its model, found without loading weights.
+    """The facts a run needs from its model and inputs, found without loading weights.
 
     Attributes:
         model: the model's config.
         geometries: window geometry per VQ-VAE level.
-        total_lengths: per song id, its length in audio samples.
+        summary: songs, windows and tokens per level the run means (:meth:`PlanCounter.summary`),
+            or for an encode-only run the files and seconds of audio.
+        vocabulary: unknown artist/genre names (when allowed), per song.
+        prompt_samples: per distinct prompt, the audio samples it offers at the model's rate.
+        sources: the audio files of an encode-only run.
+        needs_encoder: some song has a prompt, or the run encodes: the encode pool is needed.
     """
 
     model: JukeboxConfig
     geometries: dict[int, LevelGeometry]
-    total_lengths: dict[str, int]
+    summary: dict[str, Any]
+    vocabulary: VocabularyCheck = VocabularyCheck(())
+    prompt_samples: dict[str, int] = field(default_factory=dict)
+    sources: tuple[AudioSource, ...] = ()
+    needs_encoder: bool = False
+
+    @property
+    def top_raw_to_tokens(self) -> int:
+        return self.geometries[N_LEVELS - 1].raw_to_tokens
+
+    def total_length(self, song: SongSpec) -> int:
+        """A song's length in audio samples (whole top-level tokens)."""
+        return length_for_seconds(song.duration_s, self.model.sampling_rate, self.top_raw_to_tokens)
+
+    def song_prompt_samples(self, song: SongSpec) -> int:
+        """Samples of a song's prompt it keeps: all the prompt offers, or ``prompt_s`` of it, cut
+        to whole top-level tokens (0 without a prompt)."""
+        if song.prompt is None:
+            return 0
+        samples = self.prompt_samples[song.prompt]
+        if song.prompt_s is not None:
+            samples = min(samples, int(song.prompt_s * self.model.sampling_rate))
+        return samples // self.top_raw_to_tokens * self.top_raw_to_tokens
 
 
 def _model_config(cfg: RunConfig) -> JukeboxConfig:
@@ -38,8 +78,104 @@ def _model_config(cfg: RunConfig) -> JukeboxConfig:
     try:
         return builders.model_config(spec.source)
     except ValueError as err:
-        field = "model.checkpoint" if spec.checkpoint is not None else "model.preset"
-        raise ValueError(f"{field}: {err}") from err
+        field_name = "model.checkpoint" if spec.checkpoint is not None else "model.preset"
+        raise ValueError(f"{field_name}: {err}") from err
+
+
+def _where(cfg: RunConfig, item: GridSong, index: int) -> str:
+    if cfg.songs_grid is not None:
+        return f"songs_grid song {item.song.id!r} ({item.source})"
+    return f"songs[{index}] ({item.song.id!r})"
+
+
+def _check_length(model: JukeboxConfig, top: LevelGeometry, total: int, where: str) -> None:
+    rate = model.sampling_rate
+    if total < top.raw_to_tokens:
+        raise ValueError(f"{where}: shorter than one top-level token ({top.raw_to_tokens} samples = {top.raw_to_tokens / rate:.4f} s)")
+    if total < model.min_duration * rate:
+        raise ValueError(f"{where}: below the model's min_duration={model.min_duration} s")
+    if total >= model.max_duration * rate:
+        raise ValueError(f"{where}: not below the model's max_duration={model.max_duration} s")
+    window_span = top.n_ctx * top.raw_to_tokens
+    if window_span > model.max_duration * rate:
+        raise ValueError(f"{where}: the top prior's window ({window_span} samples) exceeds the model's max_duration")
+
+
+def _validate_songs(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, LevelGeometry]) -> ValidatedRun:
+    """One pass over the songs (a grid expands lazily): ids, lengths, prompts, plan counts."""
+    top = geometries[N_LEVELS - 1]
+    sampled = [stage_level(s) for s in cfg.sampling.levels]
+    raw = {level: geometries[level].raw_to_tokens for level in sampled}
+    counter = PlanCounter(list(geometries.values()), sampled, model.sampling_rate)
+    seen: dict[str, GridSong] = {}
+    checked_lengths: set[int] = set()
+    prompts: dict[str, int] = {}
+    partial = ValidatedRun(model=model, geometries=geometries, summary={}, prompt_samples=prompts)
+    for index, item in enumerate(cfg.iter_songs()):
+        song = item.song
+        first = seen.setdefault(song.id, item)
+        if first is not item:
+            raise duplicate_error(first, item) if cfg.songs_grid is not None else ValueError(
+                f"songs[{index}].id: duplicate song id {song.id!r}; every song needs its own id")
+        where = f"{_where(cfg, item, index)}.duration_s={song.duration_s}"
+        total = partial.total_length(song)
+        if total not in checked_lengths:
+            _check_length(model, top, total, where)
+            for level in sampled:
+                try:
+                    geometries[level].windows(total)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from err
+            checked_lengths.add(total)
+        prompt_samples = 0
+        if song.prompt is not None:
+            if song.prompt not in prompts:
+                try:
+                    prompts[song.prompt] = available_samples(song.prompt_ref, model.sampling_rate, raw)
+                except ValueError as err:
+                    raise ValueError(f"{_where(cfg, item, index)}: {err}") from err
+            prompt_samples = partial.song_prompt_samples(song)
+            if prompt_samples == 0:
+                raise ValueError(
+                    f"{_where(cfg, item, index)}: prompt {song.prompt!r} is shorter than one top-level token "
+                    f"({top.raw_to_tokens} samples)"
+                )
+            if prompt_samples >= total:
+                raise ValueError(
+                    f"{_where(cfg, item, index)}: the prompt ({prompt_samples / model.sampling_rate:.3f} s of "
+                    f"{song.prompt!r}) is not shorter than the song ({total / model.sampling_rate:.3f} s): set prompt_s "
+                    "or a longer duration_s"
+                )
+        counter.add(total, prompt_samples)
+    vocabulary = check_vocabulary(cfg.iter_songs(), load_tokenizer(cfg.model.source), allow_unknown=cfg.allow_unknown_names)
+    if not vocabulary.ok:
+        logger.warning("running with names the model does not know (encoded as the unknown id):\n%s", vocabulary.describe())
+    summary = counter.summary()
+    summary["mode"] = cfg.mode.value
+    summary["songs_in_flight"] = cfg.songs_in_flight()
+    return ValidatedRun(
+        model=model, geometries=geometries, summary=summary, vocabulary=vocabulary,
+        prompt_samples=prompts, needs_encoder=bool(prompts),
+    )
+
+
+def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, LevelGeometry]) -> ValidatedRun:
+    """The input files of an encode-only run: all readable, none shorter than a top-level token."""
+    url = str(cfg.encode.input_url)
+    try:
+        sources = scan_audio(url, skip_other_files=cfg.encode.skip_other_files)
+    except ValueError as err:
+        raise ValueError(f"encode.input_url: {err}") from err
+    top = geometries[N_LEVELS - 1].raw_to_tokens
+    short = [s.url for s in sources if s.frames * model.sampling_rate // s.sampling_rate < top]
+    if short:
+        raise ValueError(f"encode.input_url: {len(short)} file(s) shorter than one top-level token ({top} samples at "
+                         f"{model.sampling_rate} Hz): {short[:5]}")
+    seconds = sum(s.duration_s for s in sources)
+    summary = {"mode": cfg.mode.value, "files": len(sources), "audio_seconds": round(seconds, 3),
+               "tokens": {str(level): int(sum(s.duration_s for s in sources) * model.sampling_rate) // g.raw_to_tokens
+                          for level, g in sorted(geometries.items())}}
+    return ValidatedRun(model=model, geometries=geometries, summary=summary, sources=tuple(sources), needs_encoder=True)
 
 
 def validate_run(cfg: RunConfig) -> ValidatedRun:
@@ -48,27 +184,10 @@ def validate_run(cfg: RunConfig) -> ValidatedRun:
     if model.nb_priors != N_LEVELS:
         raise ValueError(f"model {cfg.model.source!r} has {model.nb_priors} priors; the pipeline runs {N_LEVELS}-level Jukebox models")
     geometries = builders.geometries(model)
-    top = geometries[N_LEVELS - 1]
-    rate = model.sampling_rate
-    sampled = [stage_level(s) for s in cfg.sampling.levels]
-    total_lengths = {}
-    for index, song in enumerate(cfg.songs):
-        where = f"songs[{index}] ({song.id!r}).duration_s={song.duration_s}"
-        total = length_for_seconds(song.duration_s, rate, top.raw_to_tokens)
-        if total < top.raw_to_tokens:
-            raise ValueError(f"{where}: shorter than one top-level token ({top.raw_to_tokens} samples = {top.raw_to_tokens / rate:.4f} s)")
-        if total < model.min_duration * rate:
-            raise ValueError(f"{where}: below the model's min_duration={model.min_duration} s")
-        if total >= model.max_duration * rate:
-            raise ValueError(f"{where}: not below the model's max_duration={model.max_duration} s")
-        window_span = top.n_ctx * top.raw_to_tokens
-        if window_span > model.max_duration * rate:
-            raise ValueError(f"{where}: the top prior's window ({window_span} samples) exceeds the model's max_duration")
-        for level in sampled:
-            try:
-                geometries[level].windows(total)
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from err
-        total_lengths[song.id] = total
-    RunStorage(cfg.output.url).check_writable()
-    return ValidatedRun(model=model, geometries=geometries, total_lengths=total_lengths)
+    if cfg.mode is RunMode.ENCODE:
+        validated = _validate_encode(cfg, model, geometries)
+    else:
+        validated = _validate_songs(cfg, model, geometries)
+    if not cfg.dry_run:
+        RunStorage(cfg.output.url).check_writable()
+    return validated

@@ -1,10 +1,11 @@
 """Sampling stage: one prior sampling windows of many songs, batched across songs.
 
 A request is one window of one song (its labels, its context at this level, the upper-level
-tokens covering it, its seed). Requests whose tensors line up (same level, window position,
-lengths and options) are stacked into one ``sample_window`` call of at most ``max_batch`` rows.
-Because every row draws only from its own seed, a song's tokens are the same whatever it is
-batched with. No Ray, no storage: the pipeline wraps this class in an actor.
+tokens covering it, its seed). Requests whose tensors line up (same context, new and upper token
+counts and the same options) are stacked into one ``sample_window`` call of at most
+``max_batch`` rows, whatever their songs' lengths and their windows' positions: those go to the
+prior per row. Because every row draws only from its own seed, a song's tokens are the same
+whatever it is batched with. No Ray, no storage: the pipeline wraps this class in an actor.
 """
 from __future__ import annotations
 
@@ -51,17 +52,10 @@ class WindowRequest:
     offset: int = 0
 
     def batch_key(self) -> Hashable:
-        """Requests with equal keys can be stacked into one ``sample_window`` call (labels may
-        differ in length: the prior takes them as a list of rows)."""
-        return (
-            len(self.context),
-            None if self.upper is None else len(self.upper),
-            self.start,
-            self.n_new,
-            self.total_length,
-            self.offset,
-            self.options,
-        )
+        """Requests with equal keys can be stacked into one ``sample_window`` call: labels may
+        differ in length (the prior takes them as a list of rows), and start, song length and
+        offset are given per row."""
+        return (len(self.context), None if self.upper is None else len(self.upper), self.n_new, self.options)
 
 
 @dataclass(frozen=True)
@@ -116,8 +110,8 @@ class PriorWindowStage:
         upper = None if first.upper is None else stack([r.upper for r in requests])
         started = time.time()
         new = self.prior.sample_window(
-            labels, context, upper, first.start, first.n_new, first.total_length,
-            [r.seed for r in requests], first.options, offset=first.offset,
+            labels, context, upper, [r.start for r in requests], first.n_new, [r.total_length for r in requests],
+            [r.seed for r in requests], first.options, offset=[r.offset for r in requests],
         )
         finished = time.time()
         expected = (len(requests), first.n_new)

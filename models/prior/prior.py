@@ -29,7 +29,7 @@ from models.pretrained import PreTrainedModule
 from models.config import AttentionKind
 from models.prior.autoregressive import ConditionalAutoregressive, LyricEncoder, next_token_bits
 from models.prior.conditioners import FIRST_GENRE, LabelConditioner, MusicTokenConditioner, relevant_lyric_tokens
-from models.prior.sampling import GlobalDrawer, SamplingOptions, SeededDrawer, check_window_request
+from models.prior.sampling import GlobalDrawer, PerRow, SamplingOptions, SeededDrawer, check_window_request, per_row
 
 Labels = torch.Tensor | Sequence[torch.Tensor]
 
@@ -179,16 +179,22 @@ class JukeboxPrior(PreTrainedModule):
             return labels, None
         return torch.stack([row[:head] for row in rows]), None
 
-    def get_metadata(self, labels: Labels, start: int, total_length: int, offset: int, get_indices: bool = False):
+    def get_metadata(self, labels: Labels, start: PerRow, total_length: PerRow, offset: PerRow, get_indices: bool = False):
         """Labels of the window starting at token ``start``: total length, offset (audio samples,
         ``offset + start * raw_to_tokens``) and window length set, lyrics windowed.
 
+        ``start``, ``total_length`` and ``offset`` are each one int for every row or a sequence of
+        one int per row (rows of different songs, or of different windows of one song).
+
         Returns long [B, 4 + max_nb_genres (+ nb_relevant_lyric_tokens)] (and the lyric indices).
         """
+        rows = self._label_rows(labels)
+        starts, totals, offsets = (per_row(value, len(rows), name) for name, value in (
+            ("start", start), ("total_length", total_length), ("offset", offset)))
         timed = []
-        for row in self._label_rows(labels):
+        for row, row_start, row_total, row_offset in zip(rows, starts, totals, offsets):
             row = row.clone()
-            row[0], row[1], row[2] = int(total_length), int(offset) + int(start * self.raw_to_tokens), int(self.sample_length)
+            row[0], row[1], row[2] = int(row_total), int(row_offset) + int(row_start * self.raw_to_tokens), int(self.sample_length)
             timed.append(row)
         metadata, indices = self.set_metadata_lyric_tokens(torch.stack(timed) if isinstance(labels, torch.Tensor) else timed)
         return (metadata, indices) if get_indices else metadata
@@ -382,12 +388,12 @@ class JukeboxPrior(PreTrainedModule):
         labels: Labels,
         context: torch.Tensor,
         upper: torch.Tensor | None,
-        start: int,
+        start: PerRow,
         n_new: int,
-        total_length: int,
+        total_length: PerRow,
         seeds: Sequence[int],
         options: SamplingOptions,
-        offset: int = 0,
+        offset: PerRow = 0,
     ) -> torch.LongTensor:
         """Sample ``n_new`` tokens after ``context`` in the window starting at token ``start``.
 
@@ -398,12 +404,16 @@ class JukeboxPrior(PreTrainedModule):
             upper: long [B, m], upper-level tokens from position ``start // r`` covering at least
                 ``[start, start + n_context + n_new)`` of this level (at most a whole window,
                 ``n_ctx // r``); None for the top prior.
-            start: window start in this level's tokens.
+            start: window start in this level's tokens: one int, or one per row.
             n_new: tokens to sample (``n_context + n_new <= n_ctx``).
-            total_length: song length in audio samples.
+            total_length: song length in audio samples: one int, or one per row.
             seeds: one int per row; row i's randomness comes only from ``seeds[i]``.
             options: temperature, top-k, top-p, prefill chunk size.
-            offset: audio samples before the song's first token (0 for a song sampled from its start).
+            offset: audio samples before the song's first token (0 for a song sampled from its
+                start): one int, or one per row.
+
+        Rows may thus be windows of different songs (of different lengths) at different
+        positions, as long as they share ``n_context``, ``n_new`` and the upper-token count.
 
         Returns:
             long [B, n_new] on the model's device. Row i depends only on row i's inputs and seed.

@@ -154,6 +154,27 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+PerRow = int | Sequence[int]
+"""One int for every row of a batch, or a sequence of one int per row."""
+
+
+def per_row(value: PerRow, batch: int, name: str) -> list[int]:
+    """``value`` as a list of ``batch`` ints (an int repeated, or a sequence of ``batch`` ints).
+
+    Raises:
+        ValueError: naming ``name`` when ``value`` is neither an int nor ``batch`` ints.
+    """
+    if _is_int(value):
+        return [value] * batch
+    if isinstance(value, torch.Tensor) and value.dim() == 1 and not value.dtype.is_floating_point:
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != batch:
+        raise ValueError(f"{name} must be an int or a sequence of {batch} ints (one per row), got {value!r}")
+    if not all(_is_int(v) for v in value):
+        raise ValueError(f"{name} must hold ints, got {list(value)!r}")
+    return list(value)
+
+
 def check_window_request(
     labels: Any,
     context: Any,
@@ -187,17 +208,25 @@ def check_window_request(
         raise ValueError("sample_window needs at least one row (context has batch size 0)")
     if context.numel() and (int(context.min()) < 0 or int(context.max()) >= vocab):
         raise ValueError(f"context tokens must be in [0, {vocab}), got values in [{int(context.min())}, {int(context.max())}]")
-    for name, value, low in (("start", start, 0), ("n_new", n_new, 1), ("total_length", total_length, 1), ("offset", offset, 0)):
-        if not _is_int(value) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if not _is_int(n_new) or n_new < 1:
+        raise ValueError(f"n_new must be an int >= 1, got {n_new!r}")
+    given = {"start": (start, 0), "total_length": (total_length, 1), "offset": (offset, 0)}
+    rows = {}
+    for name, (value, low) in given.items():
+        rows[name] = per_row(value, batch, name)
+        if any(v < low for v in rows[name]):
+            raise ValueError(f"{name} must be >= {low} (an int, or one per row), got {value!r}")
     if n_context + n_new > n_ctx:
         raise ValueError(f"n_context={n_context} + n_new={n_new} exceeds this prior's window n_ctx={n_ctx}")
-    if total_length > max_length:
-        raise ValueError(f"total_length={total_length} samples exceeds this prior's max_duration ({max_length:.0f} samples)")
-    if offset >= total_length or start * raw_to_tokens >= total_length:
-        raise ValueError(
-            f"window start {start} (sample {start * raw_to_tokens}) and offset {offset} must lie inside the song of {total_length} samples"
-        )
+    for row, (row_start, row_total, row_offset) in enumerate(zip(rows["start"], rows["total_length"], rows["offset"])):
+        where = "" if batch == 1 else f"row {row}: "
+        if row_total > max_length:
+            raise ValueError(f"{where}total_length={row_total} samples exceeds this prior's max_duration ({max_length:.0f} samples)")
+        if row_offset >= row_total or row_start * raw_to_tokens >= row_total:
+            raise ValueError(
+                f"{where}window start {row_start} (sample {row_start * raw_to_tokens}) and offset {row_offset} must lie "
+                f"inside the song of {row_total} samples"
+            )
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) != batch or not all(_is_int(s) for s in seeds):
         raise ValueError(f"seeds must be a sequence of {batch} ints (one per row), got {seeds!r}")
     n_rows = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.dim() == 2 else len(labels)
@@ -208,13 +237,15 @@ def check_window_request(
             raise ValueError("the top prior has no upper level: upper must be None")
         return
     # The upper tokens from position start // r must cover the window's span; a whole window's
-    # worth (n_ctx // r) is the most the conditioner reads.
-    needed = (start + n_context + n_new) // upper_ratio - start // upper_ratio
+    # worth (n_ctx // r) is the most the conditioner reads. Rows share m: it must cover the row
+    # that needs the most.
+    needed = max((s + n_context + n_new) // upper_ratio - s // upper_ratio for s in rows["start"])
     most = n_ctx // upper_ratio
     if not isinstance(upper, torch.Tensor) or upper.dim() != 2 or upper.shape[0] != batch or not needed <= upper.shape[1] <= most:
         raise ValueError(
             f"upper must be an integer tensor [{batch}, m] with {needed} <= m <= {most} (upper positions from "
-            f"{start // upper_ratio} covering this window), got {tuple(upper.shape) if isinstance(upper, torch.Tensor) else upper!r}"
+            f"{[s // upper_ratio for s in rows['start']]} covering this window), got "
+            f"{tuple(upper.shape) if isinstance(upper, torch.Tensor) else upper!r}"
         )
     if upper.dtype.is_floating_point or int(upper.min()) < 0 or int(upper.max()) >= vocab:
         raise ValueError(f"upper tokens must be integers in [0, {vocab}), got {upper.dtype} in [{upper.min()}, {upper.max()}]")

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from models.prior.sampling import per_row
 from stages.prior_window import PriorWindowStage
 
 
@@ -26,15 +27,16 @@ class CountingPrior(torch.nn.Module):
         self.calls: list[tuple[int, int, int]] = []
 
     def sample_window(self, labels, context, upper, start, n_new, total_length, seeds, options, offset=0):
+        starts, totals, offsets = (per_row(v, len(seeds), name) for name, v in (("start", start), ("total_length", total_length), ("offset", offset)))
         rows = []
         for row, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(int(seed))
             base = torch.randint(0, self.codes, (n_new,), generator=generator)
-            digest = int(labels[row].sum()) + 31 * int(context[row].sum()) + 7 * start + total_length
+            digest = int(labels[row].sum()) + 31 * int(context[row].sum()) + 7 * starts[row] + totals[row] + 3 * offsets[row]
             if upper is not None:
                 digest += 17 * int(upper[row].sum()) + upper.shape[1]
             rows.append((base + digest) % self.codes)
-        self.calls.append((start, n_new, len(seeds)))
+        self.calls.append((starts[0], n_new, len(seeds)))
         if self.delay_s:
             time.sleep(self.delay_s)
         return torch.stack(rows)

@@ -86,3 +86,25 @@ def test_tiny_prior_batches_songs_with_different_lyrics():
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(a.tokens, b.tokens)
         assert a.tokens.min() >= 0 and a.tokens.max() < 256
+
+
+def test_windows_of_songs_of_different_lengths_and_positions_share_a_batch():
+    """Real tiny middle prior: windows at different starts of songs of different lengths, batched
+    together, give the tokens each gets alone; the batch key ignores position and length."""
+    prior = load_prior("tiny", 1, init_seed=0)
+    rng = np.random.default_rng(0)
+    requests = []
+    for index, (start, total) in enumerate([(0, 44032), (128, 88064), (384, 132096)]):
+        requests.append(
+            WindowRequest(
+                f"s{index}", np.asarray([0, 0, 0, 5, 3], dtype=np.int64), rng.integers(0, 256, 16).astype(np.int32),
+                rng.integers(0, 256, 8).astype(np.int32), start, 16, total, window_seed(index, 1, start), OPTIONS,
+                offset=index * 1024,
+            )
+        )
+    assert len({r.batch_key() for r in requests}) == 1
+    together = PriorWindowStage(prior, max_batch=3)(requests)
+    alone = PriorWindowStage(prior, max_batch=1)(requests)
+    assert [r.batch_size for r in together] == [3, 3, 3]
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.tokens, b.tokens)

@@ -131,6 +131,41 @@ def test_label_rows_of_different_lengths_batch_like_single_rows(priors):
         assert torch.equal(alone, together[i : i + 1])
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_of_different_songs_and_positions_batch_like_single_rows(variant, priors):
+    """start, total_length and offset per row: each row equals the same window sampled alone."""
+    prior = priors[variant]
+    n_context, n_new = 12, 20
+    ratio = prior.cond_downsample or 1
+    starts = [0, 64, 4 * ratio, 128]
+    totals = [TOTAL_LENGTH, TOTAL_LENGTH - 5000, 20000, TOTAL_LENGTH]
+    offsets = [0, 128, 0, 4096]
+    labels = make_labels(prior, 4, n_lyrics=40, seed=9)
+    context = random_tokens(4, n_context, prior.config.music_vocab_size, 10)
+    upper = None
+    if prior.level:
+        upper = random_tokens(4, (n_context + n_new) // ratio, prior.config.music_vocab_size, 11)
+    seeds = [window_seed(song, prior.vqvae_level, start) for song, start in zip((1, 2, 3, 4), starts)]
+    options = SamplingOptions(temperature=0.9, top_k=20)
+    together = prior.sample_window(labels, context, upper, starts, n_new, totals, seeds, options, offset=offsets)
+    for i in range(4):
+        alone = prior.sample_window(
+            labels[i : i + 1], context[i : i + 1], None if upper is None else upper[i : i + 1],
+            starts[i], n_new, totals[i], seeds[i : i + 1], options, offset=offsets[i],
+        )
+        assert torch.equal(alone, together[i : i + 1]), f"row {i}"
+    # an int is the same as that int on every row
+    shared = prior.sample_window(labels, context, upper, 64, n_new, totals, seeds, options)
+    assert torch.equal(shared, prior.sample_window(labels, context, upper, [64] * 4, n_new, totals, seeds, options, offset=[0] * 4))
+    # the timing conditioning of each row is its own: other positions give other tokens
+    if prior.metadata_conditioning and not prior.audio_conditioning:
+        moved = prior.sample_window(labels, context, upper, [s + 8 for s in starts], n_new, totals, seeds, options, offset=offsets)
+        assert not torch.equal(moved, together)
+    metadata = prior.get_metadata(labels, starts, totals, offsets)
+    assert metadata[:, 0].tolist() == totals
+    assert metadata[:, 1].tolist() == [o + s * prior.raw_to_tokens for s, o in zip(starts, offsets)]
+
+
 def _valid_call(prior: JukeboxPrior) -> dict:
     labels, context, upper = window(prior, 2, 64, 8, 8)
     return dict(labels=labels, context=context, upper=upper, start=64, n_new=8, total_length=TOTAL_LENGTH, seeds=[1, 2],
@@ -151,6 +186,12 @@ def _valid_call(prior: JukeboxPrior) -> dict:
         ("no_lyrics", lambda c: c.update(total_length=10**9), "max_duration"),
         ("no_lyrics", lambda c: c.update(offset=TOTAL_LENGTH), "inside the song"),
         ("no_lyrics", lambda c: c.update(start=10**5), "inside the song"),
+        ("no_lyrics", lambda c: c.update(start=[64, 10**5]), "row 1: window start 100000"),
+        ("no_lyrics", lambda c: c.update(start=[64]), "start must be an int or a sequence of 2 ints"),
+        ("no_lyrics", lambda c: c.update(start=[64, 1.5]), "start must hold ints"),
+        ("no_lyrics", lambda c: c.update(start=[64, -1]), "start must be >= 0"),
+        ("no_lyrics", lambda c: c.update(total_length=[TOTAL_LENGTH, 10**9]), "row 1: total_length"),
+        ("no_lyrics", lambda c: c.update(offset=[0, TOTAL_LENGTH]), "row 1: .*inside the song"),
         ("no_lyrics", lambda c: c.update(options=dict(temperature=1.0)), "SamplingOptions"),
         ("no_lyrics", lambda c: c.update(upper=torch.zeros(2, 4, dtype=torch.long)), "upper must be None"),
         ("no_lyrics", lambda c: c.update(labels=c["labels"][:1]), "rows"),

@@ -1,0 +1,109 @@
+"""Encode-only runs: every input audio file through the encode pool into the token layout.
+
+The driver admits files (at most ``songs_in_flight`` at once: by default ``max_batch *
+num_actors`` of the encode stage, enough to fill its batches), sends each to an
+:class:`~pipeline.encoding.EncodeActor` and streams the returned manifest rows to the sink. A file
+whose completion marker exists is not encoded again (its settings are checked, as for songs).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ray
+
+from pipeline.actors import StageFactory
+from pipeline.config import RunConfig, Stage
+from pipeline.encoding import EncodeFileTask
+from pipeline.pools import Pools
+from pipeline.progress import Progress, RunSummary
+from pipeline.scheduler import PipelineError, ResumeMismatchError
+from pipeline.storage import RunStorage
+from pipeline.validate import ValidatedRun
+
+logger = logging.getLogger(__name__)
+
+
+def _in_flight(cfg: RunConfig) -> int:
+    if cfg.scheduler.max_songs_in_flight is not None:
+        return cfg.scheduler.max_songs_in_flight
+    pool = cfg.stages[Stage.ENCODE]
+    return pool.max_batch * pool.num_actors
+
+
+def run_encode(
+    cfg: RunConfig,
+    validated: ValidatedRun,
+    storage: RunStorage,
+    factories: Mapping[Stage, StageFactory] | None,
+    sink: Callable[[dict[str, Any]], None],
+    connect: Callable[[RunConfig], bool],
+) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
+    """Encode every file of ``validated.sources``; (summary, actors, skipped files, files)."""
+    init_seed = cfg.model.init_seed if cfg.model.checkpoint is None else None
+    tasks = [EncodeFileTask(source, index, cfg.model.source, init_seed) for index, source in enumerate(validated.sources)]
+    done = storage.done_songs()
+    skipped: list[str] = []
+    todo = []
+    for task in tasks:
+        song_id = task.source.song_id
+        if song_id not in done:
+            todo.append(task)
+            continue
+        marker = storage.read_json(storage.marker_path(song_id))
+        if marker["fingerprint"] != task.fingerprint():
+            keys = sorted(k for k in set(marker["fingerprint"]) | set(task.fingerprint())
+                          if marker["fingerprint"].get(k) != task.fingerprint().get(k))
+            raise ResumeMismatchError(
+                f"{song_id!r} already exists in {storage.url!r} encoded from other input or settings ({keys}): use another "
+                "output.url, or delete its files to encode it again"
+            )
+        skipped.append(song_id)
+        sink({**marker["row"], "song_index": task.index})
+    progress = Progress([Stage.ENCODE], cfg.scheduler.progress_interval_s)
+    actors: dict[str, list[dict[str, Any]]] = {}
+    if todo:
+        started_ray = connect(cfg)
+        pools = Pools(cfg, storage.url, factories, stages=[Stage.ENCODE])
+        try:
+            pools.start()
+            _encode_all(cfg, pools, todo, progress, sink, validated.model.sampling_rate)
+            actors = pools.infos()
+        finally:
+            pools.shutdown()
+            if started_ray:
+                ray.shutdown()
+    return progress.summary(), actors, skipped, len(tasks)
+
+
+def _encode_all(cfg: RunConfig, pools: Pools, tasks: list[EncodeFileTask], progress: Progress,
+                sink: Callable[[dict[str, Any]], None], sampling_rate: int) -> None:
+    pool = pools[Stage.ENCODE]
+    limit = _in_flight(cfg)
+    pending: dict[Any, str] = {}
+    queue = iter(tasks)
+    exhausted = False
+    progress.start()
+    progress.plan(Stage.ENCODE, len(tasks), sum(t.source.frames * sampling_rate // t.source.sampling_rate for t in tasks))
+    while True:
+        while not exhausted and len(pending) < limit:
+            task = next(queue, None)
+            if task is None:
+                exhausted = True
+                break
+            pending[pool.actor_for(task.source.song_id).encode_file.remote(task)] = task.source.song_id
+        if not pending:
+            break
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=progress.interval_s, fetch_local=False)
+        for ref in ready:
+            song_id = pending.pop(ref)
+            pool.release(song_id)
+            try:
+                row, stats = ray.get(ref)
+            except Exception as err:  # failed after Ray's retries: the run cannot finish
+                raise PipelineError(f"encoding {song_id!r} failed: {err}") from err
+            progress.record(stats)
+            sink(row)
+        progress.maybe_log()
+    progress.maybe_log(force=True)
