@@ -51,6 +51,7 @@ class WindowTask:
     options: SamplingOptions
     upper_span: tuple[int, int] | None
     priority: int = 0  # the song's place in the run: older songs are batched first
+    peers: int | None = None  # songs in flight on the actor: the most that could share a batch
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class DecodeTask:
     lo: int
     hi: int
     priority: int = 0
+    peers: int | None = None
 
 
 def assemble(chunks: Sequence[Chunk], level: int, lo: int, hi: int) -> np.ndarray:
@@ -242,7 +244,7 @@ class PriorActor(StageActor):
             seed=task.seed,
             options=task.options,
         )
-        chunk = await self.batcher.submit(request, task.priority)
+        chunk = await self.batcher.submit(request, task.priority, task.peers)
         stats = self._stats(
             task.song_id, task.level, chunk.start, chunk.end, entered, chunk.started_at, chunk.finished_at, chunk.batch_size
         )
@@ -293,11 +295,15 @@ class DecodeActor(StageActor):
         chunks = await self._load(chunks)
         tokens = assemble(chunks, task.level, task.lo, task.hi)
         request = DecodeRequest(task.song_id, task.level, tokens, task.lo, task.start, task.end)
-        batch, result = await self.batcher.submit(request, task.priority)
+        batch, result = await self.batcher.submit(request, task.priority, task.peers)
         if not self.storage.is_local:
             await asyncio.to_thread(self.storage.write_audio_part, batch)
         return self._stats(task.song_id, task.level, task.start, task.end, entered, result.started_at, result.finished_at, result.batch_size)
 
-    async def finalize(self, job: FinalizeJob) -> dict[str, Any]:
-        """Compact a finished song's parts into its final files (I/O on a side thread); its manifest row."""
-        return await asyncio.to_thread(finalize_song, self.storage.url, job)
+    async def finalize(self, job: FinalizeJob, *chunks: Chunk | str) -> dict[str, Any]:
+        """Compact a finished song into its final files (I/O on a side thread); its manifest row.
+
+        ``chunks``: every token chunk of the song's sampled levels (or their parts' paths).
+        """
+        loaded = await self._load(chunks)
+        return await asyncio.to_thread(finalize_song, self.storage.url, job, loaded)

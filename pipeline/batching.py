@@ -35,6 +35,7 @@ class _Pending(Generic[Request, Result]):
     request: Request = field(compare=False)
     key: Hashable = field(compare=False)
     future: asyncio.Future[Result] = field(compare=False)
+    expect: int = field(compare=False, default=0)
 
 
 class MicroBatcher(Generic[Request, Result]):
@@ -78,12 +79,20 @@ class MicroBatcher(Generic[Request, Result]):
         self._arrived: asyncio.Event | None = None
         self.batch_sizes: list[int] = []
 
-    async def submit(self, request: Request, priority: Any = 0) -> Result:
-        """Queue one request (smaller ``priority`` first, then arrival) and wait for its result."""
+    async def submit(self, request: Request, priority: Any = 0, expect: int | None = None) -> Result:
+        """Queue one request and wait for its result.
+
+        Args:
+            request: the request.
+            priority: smaller runs first (then arrival order).
+            expect: how many requests could share its batch at most (e.g. the songs in flight
+                on this actor); a group that size is not waited on. None: ``max_batch``.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         rank = (priority, next(self._arrivals))
-        self._pending.append(_Pending(rank, request, self._key(request), future))
+        expected = self.max_batch if expect is None else max(1, min(expect, self.max_batch))
+        self._pending.append(_Pending(rank, request, self._key(request), future, expected))
         if self._arrived is not None:
             self._arrived.set()
         if self._worker is None or self._worker.done():
@@ -94,12 +103,17 @@ class MicroBatcher(Generic[Request, Result]):
         """The key of the next batch: the first pending request's."""
         return min(self._pending).key
 
+    def _next_group_full(self) -> bool:
+        key = self._next_key()
+        group = [item for item in self._pending if item.key == key]
+        return len(group) >= max(item.expect for item in group)
+
     async def _wait_for_companions(self) -> None:
-        """Wait until the next group is full, or no request came for ``gap_s``, or ``wait_s``
-        passed."""
+        """Wait until the next group is full (as full as its requests expect), or no request
+        came for ``gap_s``, or ``wait_s`` passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
-        while sum(item.key == self._next_key() for item in self._pending) < self.max_batch:
+        while not self._next_group_full():
             remaining = min(deadline - loop.time(), self.gap_s)
             if remaining <= 0:
                 return

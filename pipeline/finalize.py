@@ -1,14 +1,15 @@
 """Closing a finished song: compact its parts, write its WAVs, its marker and its manifest row.
 
-Runs as a Ray task once every window and audio segment of a song is stored. It reads the parts
-back from storage (not from the object store), so it works the same for a song finished in this
-run and for one whose parts were left by an earlier, interrupted run. The marker is written last
+Runs on the decode actor once every window and audio segment of a song is stored. It gets the
+song's token chunks as arguments (from this run's calls, or read from the parts an earlier,
+interrupted run left) and reads the audio segments back from storage. The marker is written last
 and the parts removed after it: a crash at any point leaves either the parts or the marker.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 
 from models.prior.sampling import SamplingOptions
 from pipeline.spec import SAMPLING_STAGES, SongSpec, level_stage
-from pipeline.storage import PartInfo, RunStorage, chunk_audio, chunk_tokens
+from pipeline.storage import Chunk, PartInfo, RunStorage, chunk_audio
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,26 @@ def _tile(parts: list[PartInfo], n_tokens: int, what: str) -> list[PartInfo]:
     return parts
 
 
-def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
-    """Compact one song's parts into its final files; returns its manifest row."""
+def _tile_chunks(chunks: list[Chunk], n_tokens: int, what: str) -> list[Chunk]:
+    """Chunks sorted by start; RuntimeError unless they cover [0, n_tokens) exactly once."""
+    chunks = sorted(chunks, key=lambda c: c.start)
+    position = 0
+    for chunk in chunks:
+        if chunk.start != position:
+            raise RuntimeError(f"{what}: chunks leave a gap or overlap at token {position} (next chunk starts at {chunk.start})")
+        position = chunk.end
+    if position != n_tokens:
+        raise RuntimeError(f"{what}: chunks end at token {position}, expected {n_tokens}")
+    return chunks
+
+
+def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | None = None) -> dict[str, Any]:
+    """Compact one song's parts into its final files; returns its manifest row.
+
+    ``chunks``: every token chunk of the song's sampled levels, when the caller has them (they
+    are then not read back from their parts: most of the work of closing a song); None reads
+    them from storage.
+    """
     storage = RunStorage(storage_url)
     song_id = job.song.id
     marker_path = storage.marker_path(song_id)
@@ -131,23 +150,24 @@ def finalize_song(storage_url: str, job: FinalizeJob) -> dict[str, Any]:
     note_path = storage.path("parts", song_id, PROMPT_NOTE_FILE)
     if job.song.prompt is not None and storage.fs.exists(note_path):
         row["prompt_note"] = storage.read_json(note_path).get("text")
+    if chunks is None:
+        chunks = [Chunk.from_batch(storage.read_part(p.path)) for p in parts if p.kind == "level" and p.level in job.n_tokens]
     started, finished = [], []
     for level, n_tokens in job.n_tokens.items():
         name = level_stage(level).value
-        level_parts = _tile([p for p in parts if p.kind == "level" and p.level == level], n_tokens, f"song {song_id!r} level {level}")
-        batches = [storage.read_part(p.path) for p in level_parts]
-        tokens = np.concatenate([chunk_tokens(b) for b in batches])
+        level_chunks = _tile_chunks([c for c in chunks if c.level == level], n_tokens, f"song {song_id!r} level {level}")
+        tokens = np.concatenate([c.tokens for c in level_chunks])
         row[f"{name}_tokens_path"] = storage.uri(storage.write_tokens(song_id, level, tokens))
         row[f"{name}_n_tokens"] = n_tokens
         n_prompt = job.prompt_tokens.get(level, 0)
         row[f"{name}_prompt_tokens"] = n_prompt
-        sampled = batches[1:] if n_prompt else batches  # the prompt's part was encoded or read, not sampled
+        sampled = level_chunks[1:] if n_prompt else level_chunks  # the prompt's chunk was encoded or read, not sampled
         row[f"{name}_windows"] = len(sampled)
-        row[f"{name}_compute_s"] = float(sum(b.column("compute_s")[0].as_py() for b in sampled))
+        row[f"{name}_compute_s"] = float(sum(c.compute_s for c in sampled))
         options = job.options[level]
         row[f"{name}_temperature"], row[f"{name}_top_k"], row[f"{name}_top_p"] = options.temperature, options.top_k, options.top_p
-        started += [b.column("started_at")[0].as_py() for b in batches]
-        finished += [b.column("finished_at")[0].as_py() for b in batches]
+        started += [c.started_at for c in level_chunks]
+        finished += [c.finished_at for c in level_chunks]
     decode_compute = 0.0
     for level in job.decoded_levels:
         level_parts = _tile(

@@ -99,6 +99,11 @@ class StagePool:
             self._load[index] += 1
         return self.actors[self._routes[song_id]]
 
+    def peers(self, song_id: str) -> int:
+        """Songs in flight on the actor serving ``song_id`` (routing it if new)."""
+        self.actor_for(song_id)
+        return self._load[self._routes[song_id]]
+
     def release(self, song_id: str) -> None:
         """Forget a finished song's route."""
         index = self._routes.pop(song_id, None)

@@ -23,25 +23,30 @@ logger = logging.getLogger(__name__)
 class IntervalUnion:
     """Total length of the union of intervals, in bounded memory.
 
-    Intervals may arrive out of order; those ending more than ``horizon_s`` before the latest one
-    are folded into a running total (a call finishing that much out of order is not expected).
+    Intervals may arrive a little out of order. At most ``max_open`` are kept: beyond that they
+    are merged and all but the latest ``max_open // 2`` are folded into a running total; a later
+    interval reaching back into the folded past counts only from its end on (a call finishing
+    hundreds of calls out of order is not expected, and would be undercounted by its overlap
+    with gaps already folded).
     """
 
-    def __init__(self, horizon_s: float = 600.0, max_open: int = 256) -> None:
-        self.horizon_s = horizon_s
+    def __init__(self, max_open: int = 256) -> None:
         self.max_open = max_open
         self.closed = 0.0
+        self.folded_until = float("-inf")
         self.open: list[tuple[float, float]] = []
-        self.latest = float("-inf")
 
     def add(self, lo: float, hi: float) -> None:
+        lo = max(lo, self.folded_until)
+        if hi <= lo:
+            return
         self.open.append((lo, hi))
-        self.latest = max(self.latest, hi)
         if len(self.open) > self.max_open:
-            cutoff = self.latest - self.horizon_s
             merged = self._merged()
-            self.closed += sum(b - a for a, b in merged if b < cutoff)
-            self.open = [(a, b) for a, b in merged if b >= cutoff]
+            keep = self.max_open // 2
+            folded, self.open = merged[:-keep], merged[-keep:]
+            self.closed += sum(b - a for a, b in folded)
+            self.folded_until = max(self.folded_until, folded[-1][1]) if folded else self.folded_until
 
     def _merged(self) -> list[tuple[float, float]]:
         merged: list[tuple[float, float]] = []

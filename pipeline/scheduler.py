@@ -212,6 +212,9 @@ class Scheduler:
         instead of one song's whole DAG after another's."""
         levels: dict[int, list[tuple[_SongState, list[ChunkPlan]]]] = {}
         rest: list[Callable[[], None]] = []
+        for stage in (*self.cfg.sampling.levels, Stage.DECODE):  # route them all first: see peers
+            for state in states:
+                self.pools[stage].actor_for(state.plan.song.id)
         for state in states:
             for phase in state.phases:
                 if phase.func == self._submit_level:  # type: ignore[attr-defined]
@@ -265,13 +268,14 @@ class Scheduler:
         stage = level_stage(level)
         for chunk in chunks:
             window = chunk.window
+            pool = self.pools[stage]
             task = WindowTask(
                 song_id, level, chunk.index, window.start, window.n_context, window.n_new,
-                plan.total_length, chunk.seed, plan.options[level], chunk.upper_span, state.job.index,
+                plan.total_length, chunk.seed, plan.options[level], chunk.upper_span, state.job.index, pool.peers(song_id),
             )
             inputs = [self._chunk_ref(state, level, i) for i in chunk.context_chunks]
             inputs += [self._chunk_ref(state, level + 1, i) for i in chunk.upper_chunks]
-            actor = self.pools[stage].actor_for(song_id)
+            actor = pool.actor_for(song_id)
             ref = actor.sample.remote(task, state.labels, *inputs)
             state.refs[(level, chunk.index)] = ref
             self._track(ref, "chunk", state, stage)
@@ -279,9 +283,11 @@ class Scheduler:
 
     def _submit_decodes(self, state: _SongState, level: int, segments: list[DecodePlan]) -> None:
         song_id = state.plan.song.id
+        pool = self.pools[Stage.DECODE]
         for segment in segments:
-            task = DecodeTask(song_id, level, segment.index, segment.start, segment.end, segment.lo, segment.hi, state.job.index)
-            actor = self.pools[Stage.DECODE].actor_for(song_id)
+            task = DecodeTask(song_id, level, segment.index, segment.start, segment.end, segment.lo, segment.hi,
+                              state.job.index, pool.peers(song_id))
+            actor = pool.actor_for(song_id)
             stats = actor.decode.remote(task, *[self._chunk_ref(state, level, i) for i in segment.chunks])
             self._track(stats, "stats", state, Stage.DECODE)
         self.progress.plan(Stage.DECODE, len(segments), sum(d.end - d.start for d in segments))
@@ -317,8 +323,9 @@ class Scheduler:
             prompt_tokens={level: plan.prompt_tokens(level) for level in plan.levels},
             extra=dict(state.job.fields),
         )
+        chunks = [self._chunk_ref(state, level, index) for level in plan.levels for index in range(len(plan.chunks[level]))]
         state.refs.clear()
-        ref = self.pools[Stage.DECODE].actor_for(plan.song.id).finalize.remote(job)
+        ref = self.pools[Stage.DECODE].actor_for(plan.song.id).finalize.remote(job, *chunks)
         self._pending[ref] = ("finalize", plan.song.id)
 
     # ------------------------------------------------------------------ the loop

@@ -58,13 +58,66 @@ def test_interval_union_is_exact_and_bounded():
     from pipeline.progress import IntervalUnion
 
     rng = np.random.default_rng(0)
-    union = IntervalUnion(horizon_s=50.0, max_open=16)
+    union = IntervalUnion(max_open=64)
     covered = np.zeros(20000, dtype=bool)
     order = np.concatenate([rng.permutation(block) for block in np.arange(2000).reshape(100, 20)])
-    for start in order * 10:  # a little out of order, overlapping, some identical
+    for start in order * 10:  # a little out of order (within 20 calls), overlapping, some identical
         lo = start + int(rng.integers(0, 5))
         hi = lo + int(rng.integers(1, 25))
         union.add(lo / 10, hi / 10)
         covered[lo:hi] = True
-    assert len(union.open) < 100  # memory does not grow with the number of intervals
+    assert len(union.open) <= 64  # memory does not grow with the number of intervals
     assert union.total == pytest.approx(covered.sum() / 10, rel=1e-9)
+
+
+def test_older_songs_go_first_and_fill_the_batch_in_priority_order():
+    calls: list[list[int]] = []
+
+    def run_batch(items):
+        calls.append([priority for priority, _ in items])
+        return list(items)
+
+    async def main():
+        batcher = MicroBatcher(run_batch, key=lambda item: item[1], max_batch=2)
+        blocker = asyncio.ensure_future(batcher.submit((-1, "x"), priority=-1))  # occupies the worker
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(batcher.submit((p, key), priority=p)) for p, key in [(5, "a"), (3, "b"), (1, "a"), (4, "a")]]
+        await asyncio.gather(blocker, *waiting)
+
+    asyncio.run(main())
+    # after the first call: group "a" holds the oldest song (1); it is filled oldest first
+    assert calls == [[-1], [1, 4], [3], [5]]
+
+
+def test_a_group_waits_for_companions_while_they_keep_arriving():
+    sizes: list[int] = []
+
+    def run_batch(items):
+        sizes.append(len(items))
+        return items
+
+    async def arrive(batcher, delays, expect=None):
+        async def one(delay, index):
+            await asyncio.sleep(delay)
+            return await batcher.submit(index, expect=expect)
+
+        return await asyncio.gather(*(one(delay, i) for i, delay in enumerate(delays)))
+
+    # requests 4 ms apart: the batcher (gap 10 ms) waits for all of them
+    asyncio.run(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.01), [0, 0.004, 0.008, 0.012]))
+    assert sizes == [4]
+    # a straggler beyond the gap starts the next batch
+    sizes.clear()
+    asyncio.run(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.01), [0, 0.004, 0.1]))
+    assert sizes == [2, 1]
+    # when only two songs can share the batch, two is full: nobody waits for the gap
+    sizes.clear()
+    started = asyncio.run(_timed(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.2), [0, 0], expect=2)))
+    assert sizes == [2] and started < 0.1
+
+
+async def _timed(coroutine) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await coroutine
+    return loop.time() - start

@@ -1,9 +1,9 @@
 """A 24-song grid on the tiny model through the real local Ray pipeline.
 
 The manifest holds exactly the expanded grid; every song is complete and consistent; windows of
-songs of different lengths and positions share batches, and still every song's tokens equal
-those ``JukeboxModel`` samples for it alone in this process (batch 1, one "actor"); the output
-reads back with pandas and ``ray.data`` alone.
+many songs (of two lengths, on two bottom actors) share forward passes, and still every song's
+tokens equal those ``JukeboxModel`` samples for it alone in this process (batch 1, one
+"actor"); the output reads back with pandas and ``ray.data`` alone.
 """
 from __future__ import annotations
 
@@ -89,17 +89,19 @@ def test_every_song_is_complete_and_consistent(grid_run):
 
 
 @pytest.mark.slow
-def test_songs_of_different_lengths_and_positions_share_batches(grid_run):
+def test_windows_of_many_songs_share_forward_passes(grid_run):
+    """Chunks made by one forward pass share its start time: the passes were shared by songs
+    (which windows meet in a pass depends on timing; that songs of any length and window
+    position may is tested on the stage, ``tests/stages/test_prior_window.py``)."""
     _, result = grid_run
-    batches = defaultdict(list)  # the chunks of one forward pass share its start time
-    for part in Path(result.output_url, "parts").glob("*/level=0/*.parquet"):
-        row = pq.read_table(part, columns=["song_id", "start", "started_at", "batch_size"]).to_pylist()[0]
-        batches[row["started_at"]].append(row)
-    assert max(len(b) for b in batches.values()) > 1 and result.summary.stages["bottom"]["mean_batch"] > 1
-    assert all(len(b) == b[0]["batch_size"] for b in batches.values())
-    # which windows meet in one pass depends on timing; that songs of any length and window
-    # position may share a pass is tested on the stage (tests/stages/test_prior_window.py)
-    assert all(len({r["song_id"] for r in b}) == len(b) for b in batches.values())
+    for level in LEVELS.values():
+        passes = defaultdict(list)
+        for part in Path(result.output_url, "parts").glob(f"*/level={level}/*.parquet"):
+            row = pq.read_table(part, columns=["song_id", "started_at", "batch_size"]).to_pylist()[0]
+            passes[row["started_at"]].append(row)
+        assert all(len(p) == p[0]["batch_size"] and len({r["song_id"] for r in p}) == len(p) for p in passes.values())
+        assert sum(len(p) for p in passes.values()) == sum(r[f"{n}_windows"] for r in result.rows for n, l in LEVELS.items() if l == level)
+    assert result.summary.stages["bottom"]["mean_batch"] > 1.5
 
 
 @pytest.mark.slow

@@ -76,3 +76,41 @@ def test_fingerprint_changes_with_what_decides_tokens():
     assert a.fingerprint("tiny", 0) != b.fingerprint("tiny", 0)
     assert a.fingerprint("tiny", 0) != c.fingerprint("tiny", 0)
     assert a.fingerprint("tiny", 0) != a.fingerprint("tiny", 1)
+
+
+def test_a_prompt_is_chunk_0_of_every_level_and_windows_continue_from_it():
+    config = load_model_config("tiny")
+    geometries = level_geometries(config)
+    total = length_for_seconds(1.0, config.sampling_rate, 128)
+    song = SongSpec(id="p", artist="a", genres=("g",), duration_s=1.0, seed=4, prompt="/x.wav")
+    prompt = 40 * 128
+    plan = plan_song(song, 0, total, geometries, [2, 1, 0], OPTIONS, {0: 5, 1: 5, 2: 5}, prompt_samples=prompt)
+    by_level = {g.level: g for g in geometries}
+    for level, chunks in plan.chunks.items():
+        n_prompt = prompt // by_level[level].raw_to_tokens
+        assert chunks[0].prompt and (chunks[0].start, chunks[0].end) == (0, n_prompt) == (0, plan.prompt_tokens(level))
+        assert [c.window for c in chunks[1:]] == by_level[level].windows(total, n_prompt)  # JukeboxModel's continuation
+        assert chunks[-1].end == plan.n_tokens[level] and plan.n_windows(level) == len(chunks) - 1
+        assert all(0 in c.context_chunks for c in chunks[1:] if c.window.start < n_prompt)
+        if level < 2:
+            assert 0 in chunks[1].upper_chunks  # conditioned on the upper level's prompt too
+    assert plan.fingerprint("tiny", 0)["prompt_samples"] == prompt
+    with pytest.raises(ValueError, match="whole top-level tokens"):
+        plan_song(song, 0, total, geometries, [2, 1, 0], OPTIONS, {0: 5, 1: 5, 2: 5}, prompt_samples=prompt + 1)
+
+
+def test_decode_segments_join_chunks_up_to_decode_tokens():
+    config = load_model_config("tiny")
+    geometries = level_geometries(config)
+    total = length_for_seconds(2.0, config.sampling_rate, 128)
+    song = SongSpec(id="s", artist="a", genres=("g",), duration_s=2.0)
+    plan = plan_song(song, 0, total, geometries, [2, 1, 0], OPTIONS, {0: 9, 1: 9, 2: 9}, decode_tokens=1000)
+    segments, chunks = plan.decodes[0], plan.chunks[0]
+    assert segments[0].start == 0 and segments[-1].end == plan.n_tokens[0]
+    assert all(a.end == b.start for a, b in zip(segments, segments[1:]))
+    assert all(s.end - s.start >= 1000 for s in segments[:-1]) and len(segments) < len(chunks)
+    ends = {c.end for c in chunks}
+    assert all(s.end in ends for s in segments)  # whole chunks: a segment needs no chunk it only partly covers
+    for s in segments:
+        held = [chunks[i] for i in s.chunks]
+        assert held[0].start <= s.lo and held[-1].end >= s.hi and (s.lo, s.hi) == (max(0, s.start - 9), min(plan.n_tokens[0], s.end + 9))
