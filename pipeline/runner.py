@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.actors import StageFactory
 from pipeline.config import RunConfig, RunMode, Stage, stage_level
 from pipeline.encode_run import run_encode
+from pipeline.encoding import ENCODE_MANIFEST_SCHEMA
 from pipeline.finalize import MANIFEST_SCHEMA
 from pipeline.manifest import ManifestWriter
 from pipeline.plan import plan_song
@@ -93,6 +94,12 @@ def _connect(cfg: RunConfig) -> bool:
     return True
 
 
+def _ray_session() -> dict[str, str]:
+    """The Ray session this process is connected to (a sweep's jobs share one)."""
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "job_id": context.get_job_id(), "gcs_address": context.gcs_address}
+
+
 def _margins(cfg: RunConfig, pools: Pools, levels: list[int]) -> dict[int, int]:
     if cfg.audio.margin_tokens is not None:
         return {level: cfg.audio.margin_tokens for level in levels}
@@ -136,6 +143,7 @@ def run(
     *,
     factories: Mapping[Stage, StageFactory] | None = None,
     on_song_done: RowCallback | None = None,
+    keep_ray: bool = False,
 ) -> RunResult:
     """Generate every song of ``cfg`` (or encode every input file of an encode-only run):
     validate, start the stage pools, stream, compact, report.
@@ -145,6 +153,7 @@ def run(
     this process is used as is (and left running); otherwise one is started (or joined, with
     ``ray.address``) and stopped at the end. ``factories`` replace stages' objects (stand-ins);
     ``on_song_done`` is called with each finished song's manifest row, in the order songs finish.
+    ``keep_ray``: leave a Ray session this run started running (the jobs of a sweep share it).
     """
     cfg = to_run_config(cfg)
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, url=_absolute_url(cfg.output.url)))
@@ -153,7 +162,7 @@ def run(
     storage = RunStorage(cfg.output.url)
     if cfg.dry_run:
         return RunResult(storage.url, "", "", validated.summary, None, {}, [], 0, dry_run=True)
-    writer = ManifestWriter(storage, MANIFEST_SCHEMA)
+    writer = ManifestWriter(storage, ENCODE_MANIFEST_SCHEMA if cfg.mode is RunMode.ENCODE else MANIFEST_SCHEMA)
 
     def sink(row: dict[str, Any]) -> None:
         writer.add(row)
@@ -161,11 +170,18 @@ def run(
         if on_song_done is not None:
             on_song_done(row)
 
+    session: dict[str, str] = {}
+
+    def connect(run_cfg: RunConfig) -> bool:
+        started = _connect(run_cfg)
+        session.update(_ray_session())
+        return started and not keep_ray
+
     try:
         if cfg.mode is RunMode.ENCODE:
-            outcome = run_encode(cfg, validated, storage, factories, sink, _connect)
+            outcome = run_encode(cfg, validated, storage, factories, sink, connect)
         else:
-            outcome = _generate(cfg, validated, storage, factories, sink)
+            outcome = _generate(cfg, validated, storage, factories, sink, connect)
         writer.close()
     except BaseException:
         writer.abort()
@@ -178,6 +194,7 @@ def run(
         "skipped": len(skipped),
         "plan": validated.summary,
         "actors": actors,
+        "ray": session or None,  # None: every song was already done, Ray was not needed
     }
     storage.write_bytes(storage.path("summary.json"), json.dumps(summary_data, indent=1, default=str).encode())
     log_summary(summary)
@@ -203,6 +220,7 @@ def _generate(
     storage: RunStorage,
     factories: Mapping[Stage, StageFactory] | None,
     sink: RowCallback,
+    connect: Callable[[RunConfig], bool],
 ) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
     """Sample and decode every song; (summary, actors, skipped songs, songs)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
@@ -211,7 +229,7 @@ def _generate(
     done = storage.done_songs()
     all_done = all(item.song.id in done for item in cfg.iter_songs())
     del done
-    started_ray = False if all_done else _connect(cfg)
+    started_ray = False if all_done else connect(cfg)
     stages = needed_stages(cfg, prompts=validated.needs_encoder)
     pools = Pools(cfg, storage.url, factories, stages=stages)
     try:
