@@ -52,6 +52,7 @@ class WindowTask:
     upper_span: tuple[int, int] | None
     priority: int = 0  # the song's place in the run: older songs are batched first
     peers: int | None = None  # songs in flight on the actor: the most that could share a batch
+    follow_up: bool = False  # the song sends this actor another window after this one
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class DecodeTask:
     hi: int
     priority: int = 0
     peers: int | None = None
+    follow_up: bool = False  # the song sends this actor another segment after this one
 
 
 def assemble(chunks: Sequence[Chunk], level: int, lo: int, hi: int) -> np.ndarray:
@@ -244,7 +246,7 @@ class PriorActor(StageActor):
             seed=task.seed,
             options=task.options,
         )
-        chunk = await self.batcher.submit(request, task.priority, task.peers)
+        chunk = await self.batcher.submit(request, task.priority, task.peers, task.song_id, task.follow_up)
         stats = self._stats(
             task.song_id, task.level, chunk.start, chunk.end, entered, chunk.started_at, chunk.finished_at, chunk.batch_size
         )
@@ -295,7 +297,7 @@ class DecodeActor(StageActor):
         chunks = await self._load(chunks)
         tokens = assemble(chunks, task.level, task.lo, task.hi)
         request = DecodeRequest(task.song_id, task.level, tokens, task.lo, task.start, task.end)
-        batch, result = await self.batcher.submit(request, task.priority, task.peers)
+        batch, result = await self.batcher.submit(request, task.priority, task.peers, task.song_id, task.follow_up)
         if not self.storage.is_local:
             await asyncio.to_thread(self.storage.write_audio_part, batch)
         return self._stats(task.song_id, task.level, task.start, task.end, entered, result.started_at, result.finished_at, result.batch_size)

@@ -11,6 +11,12 @@ songs whose previous window just finished arrive in a burst a few milliseconds a
 first windows of newly admitted songs one by one as their labels are made); a batch run without
 them splits the songs into groups that stay out of step for the rest of the run (two half
 batches cost nearly twice one full batch), while a group that cannot fill costs only ``gap_s``.
+
+A request may also say whose it is (``member``, e.g. its song) and that the member will send
+another after it (``follow_up``). Once its batch is done, that member is *due*: a group that is
+not full keeps waiting (up to ``wait_s``) while members are due, whatever the gap, because their
+next requests are on their way. This re-joins songs that fell out of step: the smaller group
+waits for the larger one's songs to come back instead of running alone again.
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ class _Pending(Generic[Request, Result]):
     key: Hashable = field(compare=False)
     future: asyncio.Future[Result] = field(compare=False)
     expect: int = field(compare=False, default=0)
+    member: Hashable = field(compare=False, default=None)
+    follow_up: bool = field(compare=False, default=False)
 
 
 class MicroBatcher(Generic[Request, Result]):
@@ -77,9 +85,17 @@ class MicroBatcher(Generic[Request, Result]):
         self._arrivals = itertools.count()
         self._worker: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None
+        self._due: dict[Hashable, float] = {}  # member -> until when its next request is waited for
         self.batch_sizes: list[int] = []
 
-    async def submit(self, request: Request, priority: Any = 0, expect: int | None = None) -> Result:
+    async def submit(
+        self,
+        request: Request,
+        priority: Any = 0,
+        expect: int | None = None,
+        member: Hashable = None,
+        follow_up: bool = False,
+    ) -> Result:
         """Queue one request and wait for its result.
 
         Args:
@@ -87,12 +103,15 @@ class MicroBatcher(Generic[Request, Result]):
             priority: smaller runs first (then arrival order).
             expect: how many requests could share its batch at most (e.g. the songs in flight
                 on this actor); a group that size is not waited on. None: ``max_batch``.
+            member: who sends it (e.g. its song); None: anonymous.
+            follow_up: ``member`` sends another request once this one is done.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         rank = (priority, next(self._arrivals))
         expected = self.max_batch if expect is None else max(1, min(expect, self.max_batch))
-        self._pending.append(_Pending(rank, request, self._key(request), future, expected))
+        self._pending.append(_Pending(rank, request, self._key(request), future, expected, member, follow_up))
+        self._due.pop(member, None)
         if self._arrived is not None:
             self._arrived.set()
         if self._worker is None or self._worker.done():
@@ -109,12 +128,16 @@ class MicroBatcher(Generic[Request, Result]):
         return len(group) >= max(item.expect for item in group)
 
     async def _wait_for_companions(self) -> None:
-        """Wait until the next group is full (as full as its requests expect), or no request
-        came for ``gap_s``, or ``wait_s`` passed."""
+        """Wait until the next group is full (as full as its requests expect), or no member is
+        due and no request came for ``gap_s``, or ``wait_s`` passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
         while not self._next_group_full():
-            remaining = min(deadline - loop.time(), self.gap_s)
+            now = loop.time()
+            self._due = {member: until for member, until in self._due.items() if until > now}
+            # members on their way: wait for them (as long as one is due); otherwise for the gap
+            horizon = max(self._due.values(), default=now + self.gap_s)
+            remaining = min(deadline, horizon) - now
             if remaining <= 0:
                 return
             self._arrived = asyncio.Event()
@@ -148,6 +171,9 @@ class MicroBatcher(Generic[Request, Result]):
                     if not item.future.done():
                         item.future.set_exception(err)
                 continue
+            until = loop.time() + self.wait_s
             for item, result in zip(batch, results):
+                if item.follow_up and item.member is not None:
+                    self._due[item.member] = until
                 if not item.future.done():
                     item.future.set_result(result)

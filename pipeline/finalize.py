@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -91,30 +91,20 @@ class FinalizeJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _tile(parts: list[PartInfo], n_tokens: int, what: str) -> list[PartInfo]:
-    """Parts sorted by start; RuntimeError unless they cover [0, n_tokens) exactly once."""
-    parts = sorted(parts, key=lambda p: p.start)
-    position = 0
-    for part in parts:
-        if part.start != position:
-            raise RuntimeError(f"{what}: parts leave a gap or overlap at token {position} (next part starts at {part.start})")
-        position = part.end
-    if position != n_tokens:
-        raise RuntimeError(f"{what}: parts end at token {position}, expected {n_tokens}")
-    return parts
+Spanned = TypeVar("Spanned", PartInfo, Chunk)
 
 
-def _tile_chunks(chunks: list[Chunk], n_tokens: int, what: str) -> list[Chunk]:
-    """Chunks sorted by start; RuntimeError unless they cover [0, n_tokens) exactly once."""
-    chunks = sorted(chunks, key=lambda c: c.start)
+def _tile(items: list[Spanned], n_tokens: int, what: str) -> list[Spanned]:
+    """Parts or chunks sorted by start; RuntimeError unless they cover [0, n_tokens) exactly once."""
+    items = sorted(items, key=lambda item: item.start)
     position = 0
-    for chunk in chunks:
-        if chunk.start != position:
-            raise RuntimeError(f"{what}: chunks leave a gap or overlap at token {position} (next chunk starts at {chunk.start})")
-        position = chunk.end
+    for item in items:
+        if item.start != position:
+            raise RuntimeError(f"{what}: pieces leave a gap or overlap at token {position} (the next starts at {item.start})")
+        position = item.end
     if position != n_tokens:
-        raise RuntimeError(f"{what}: chunks end at token {position}, expected {n_tokens}")
-    return chunks
+        raise RuntimeError(f"{what}: pieces end at token {position}, expected {n_tokens}")
+    return items
 
 
 def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | None = None) -> dict[str, Any]:
@@ -155,7 +145,7 @@ def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | 
     started, finished = [], []
     for level, n_tokens in job.n_tokens.items():
         name = level_stage(level).value
-        level_chunks = _tile_chunks([c for c in chunks if c.level == level], n_tokens, f"song {song_id!r} level {level}")
+        level_chunks = _tile([c for c in chunks if c.level == level], n_tokens, f"song {song_id!r} level {level}")
         tokens = np.concatenate([c.tokens for c in level_chunks])
         row[f"{name}_tokens_path"] = storage.uri(storage.write_tokens(song_id, level, tokens))
         row[f"{name}_n_tokens"] = n_tokens

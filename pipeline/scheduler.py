@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,18 @@ from pipeline.storage import Chunk, RunStorage
 from stages.tokenize import Conditioning
 
 logger = logging.getLogger(__name__)
+
+
+WRITER_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads on their own nice value;
+    elsewhere, or without permission, nothing changes)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+    except (AttributeError, OSError):  # no setpriority on this platform, or not allowed
+        pass
 
 
 class PipelineError(RuntimeError):
@@ -100,9 +114,11 @@ class Scheduler:
         self._pending: dict[Any, tuple[str, str]] = {}
         self.skipped: list[str] = []
         self.finished = 0
-        # Chunks are stored by the driver as it collects them (it receives them anyway); on
-        # remote stores, whose writes wait on the network, on a few side threads.
-        self._writer = None if storage.is_local else ThreadPoolExecutor(8, thread_name_prefix="parts")
+        # Chunks are stored by the driver as it collects them (it receives them anyway), on side
+        # threads at a lower CPU priority: the loop stays responsive and, where the driver shares
+        # a machine with the stages, the writes yield to them (they are only needed for resume
+        # and at the song's close). Local disks: one thread; remote stores wait on the network: 8.
+        self._writer = ThreadPoolExecutor(1 if storage.is_local else 8, thread_name_prefix="parts", initializer=_lower_priority)
         # Songs of a cohort whose labels are still being made: their windows wait for all of
         # them, so that the cohort's first windows reach the top actor together and batch.
         self._gates: dict[int, tuple[set[str], list[_SongState]]] = {}
@@ -266,12 +282,13 @@ class Scheduler:
     def _submit_level(self, state: _SongState, level: int, chunks: list[ChunkPlan]) -> None:
         plan, song_id = state.plan, state.plan.song.id
         stage = level_stage(level)
-        for chunk in chunks:
+        pool = self.pools[stage]
+        for position, chunk in enumerate(chunks):
             window = chunk.window
-            pool = self.pools[stage]
             task = WindowTask(
                 song_id, level, chunk.index, window.start, window.n_context, window.n_new,
                 plan.total_length, chunk.seed, plan.options[level], chunk.upper_span, state.job.index, pool.peers(song_id),
+                follow_up=position < len(chunks) - 1,
             )
             inputs = [self._chunk_ref(state, level, i) for i in chunk.context_chunks]
             inputs += [self._chunk_ref(state, level + 1, i) for i in chunk.upper_chunks]
@@ -284,19 +301,16 @@ class Scheduler:
     def _submit_decodes(self, state: _SongState, level: int, segments: list[DecodePlan]) -> None:
         song_id = state.plan.song.id
         pool = self.pools[Stage.DECODE]
-        for segment in segments:
+        for position, segment in enumerate(segments):
             task = DecodeTask(song_id, level, segment.index, segment.start, segment.end, segment.lo, segment.hi,
-                              state.job.index, pool.peers(song_id))
+                              state.job.index, pool.peers(song_id), follow_up=position < len(segments) - 1)
             actor = pool.actor_for(song_id)
             stats = actor.decode.remote(task, *[self._chunk_ref(state, level, i) for i in segment.chunks])
             self._track(stats, "stats", state, Stage.DECODE)
         self.progress.plan(Stage.DECODE, len(segments), sum(d.end - d.start for d in segments))
 
     def _store_chunk(self, state: _SongState, chunk: Chunk) -> None:
-        if self._writer is None:
-            self.storage.write_chunk(chunk.to_batch())
-        else:
-            state.writes.append(self._writer.submit(self.storage.write_chunk, chunk.to_batch()))
+        state.writes.append(self._writer.submit(self.storage.write_chunk, chunk.to_batch()))
 
     def _finalize(self, state: _SongState) -> None:
         plan = state.plan
@@ -413,6 +427,5 @@ class Scheduler:
             del ready
             self.progress.maybe_log()
         self.progress.maybe_log(force=True)
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         return self.finished

@@ -121,3 +121,29 @@ async def _timed(coroutine) -> float:
     start = loop.time()
     await coroutine
     return loop.time() - start
+
+
+@pytest.mark.parametrize("follow_ups, expected", [(True, [2, 4, 4, 2]), (False, [2, 2, 2, 2, 2, 2])])
+def test_a_group_waits_for_members_whose_next_request_is_due(follow_ups, expected):
+    """Songs A, B start 60 ms before C, D, and each sends its next window 80 ms after getting
+    the last (longer than the 20 ms gap). Knowing A and B come back, the late pair waits for
+    them and all four run in step; without that knowledge the pairs stay out of step."""
+    batches: list[list[tuple[str, int]]] = []
+
+    def run_batch(items):
+        batches.append(sorted(items))
+        return items
+
+    async def song(batcher, name, start):
+        await asyncio.sleep(start)
+        for window in range(3):
+            await batcher.submit((name, window), expect=4, member=name, follow_up=follow_ups and window < 2)
+            await asyncio.sleep(0.08)
+
+    async def main():
+        batcher = MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=1.0, gap_s=0.02)
+        await asyncio.gather(*(song(batcher, name, start) for name, start in [("a", 0), ("b", 0), ("c", 0.06), ("d", 0.06)]))
+
+    asyncio.run(main())
+    assert [len(b) for b in batches] == expected
+    assert sorted(item for b in batches for item in b) == sorted((n, w) for n in "abcd" for w in range(3))
