@@ -7,11 +7,16 @@ With ``-m`` (a Hydra multirun sweep, e.g. ``-m sampling.top.temperature=0.9,0.98
 writes under its own output URL, ``output.url/<the swept keys and this job's values>``, e.g.
 ``outputs/jukebox/sampling.top.temperature=0.9`` (so rerunning the sweep resumes each job in place), and the jobs share one Ray session: the first job starts it (or
 joins ``ray.address``), the others reuse it, and it stops when the sweep ends.
+
+Bad input (a ``ValueError`` raised before anything runs: an unknown name, a malformed grid, a
+missing file...) is printed as its message alone and exits with status 2; set
+``HYDRA_FULL_ERROR=1`` for the traceback.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -66,7 +71,13 @@ def main(cfg: DictConfig) -> None:
             swept = swept_keys(sys.argv[1:], (hydra_cfg.sweeper.get("params") or {}).keys())
             name = job_dirname(hydra_cfg.overrides.task, hydra_cfg.job.num, swept)
             cfg.output.url = f"{str(cfg.output.url).rstrip('/')}/{name}"
-    result = run(cfg, keep_ray=sweeping)
+    try:
+        result = run(cfg, keep_ray=sweeping)
+    except ValueError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     if result.dry_run:
         print(json.dumps(result.plan, indent=1))
 

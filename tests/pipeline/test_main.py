@@ -63,3 +63,14 @@ def test_a_sweep_writes_one_output_per_job_on_one_ray_session(tmp_path):
     for job in jobs.values():
         summary = json.loads((job / "summary.json").read_text())
         assert summary["skipped"] == 2 and summary["ray"] is None
+
+
+def test_bad_input_prints_its_message_alone_and_exits_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    command = [sys.executable, "-m", "pipeline", "songs_grid={base: {duration_s: 0.5, genres: [country]}, product: {artist: [Alan Jacksn]}}",
+               f"output.url={tmp_path / 'never'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert "error: 2 artist/genre name(s) are not in the model's vocabulary" in done.stderr
+    assert "close matches: 'alan jackson'" in done.stderr and "Traceback" not in done.stderr and "File \"" not in done.stderr
+    assert not (tmp_path / "never").exists()
