@@ -129,6 +129,11 @@ class StageActor:
         self.info = _actor_info(stage, self.device)
         self.stage_impl = factory(self.device, max_batch)
 
+    def _batcher(self, run_batch: Callable[[list[Any]], Sequence[Any]], key: Callable[[Any], Any], max_batch: int,
+                 batch_wait_ms: float) -> MicroBatcher:
+        """The actor's batcher: ``run_batch`` on groups of requests with equal ``key``."""
+        return MicroBatcher(run_batch, key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0)
+
     async def _load(self, chunks: tuple[Chunk | str, ...]) -> list[Chunk]:
         """Chunk arguments as chunks: paths (parts stored by an earlier run) are read."""
         if not any(isinstance(chunk, str) for chunk in chunks):
@@ -205,9 +210,7 @@ class PriorActor(StageActor):
     ) -> None:
         super().__init__(stage, factory, storage_url, num_gpus, torch_threads, max_batch, nice)
         self.level = level
-        self.batcher = MicroBatcher(
-            self._sample_batch, WindowRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0,
-        )
+        self.batcher = self._batcher(self._sample_batch, WindowRequest.batch_key, max_batch, batch_wait_ms)
 
     def _sample_batch(self, requests: list[WindowRequest]) -> list[Chunk]:
         """Sample a batch; the chunks (stored by the driver, which receives them anyway: the
@@ -269,9 +272,7 @@ class DecodeActor(StageActor):
         nice: int = 0,
     ) -> None:
         super().__init__("decode", factory, storage_url, num_gpus, torch_threads, max_batch, nice)
-        self.batcher = MicroBatcher(
-            self._decode_batch, DecodeRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0,
-        )
+        self.batcher = self._batcher(self._decode_batch, DecodeRequest.batch_key, max_batch, batch_wait_ms)
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[tuple[pa.RecordBatch, DecodeResult]]:
         """Decode a batch, then make (and on a local disk store, right away) its audio parts."""

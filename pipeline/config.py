@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import fsspec
-
 from pipeline.grid import GridSong, GridSpec, iter_grid
+from pipeline.grid_files import read_text
 from pipeline.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
     N_LEVELS,
     SAMPLING_STAGES,
@@ -395,13 +394,5 @@ def _song_dict(song: Any, index: int) -> dict[str, Any]:
     if lyrics_file is not None:
         if out.get("lyrics"):
             raise ValueError(f"{where}: give either lyrics or lyrics_file, not both")
-        out["lyrics"] = _read_text(str(lyrics_file), f"{where}.lyrics_file")
+        out["lyrics"] = read_text(str(lyrics_file), f"{where}.lyrics_file")
     return out
-
-
-def _read_text(url: str, where: str) -> str:
-    try:
-        with fsspec.open(url, "r", encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{where}: cannot read {url!r}: {err}") from err

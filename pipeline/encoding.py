@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from pipeline.actors import StageFactory, StageActor
 from pipeline.audio_input import AudioSource, load_audio
-from pipeline.batching import MicroBatcher
 from pipeline.finalize import PROMPT_NOTE_FILE
 from pipeline.prompts import PromptTask, read_dataset_prompt
 from pipeline.spec import SAMPLING_STAGES, PromptRef, level_stage
@@ -99,9 +98,7 @@ class EncodeActor(StageActor):
         super().__init__("encode", factory, storage_url, num_gpus, torch_threads, max_batch, nice)
         self.sampling_rate = sampling_rate
         self.channels = channels
-        self.batcher = MicroBatcher(
-            self.stage_impl.run_batch, EncodeRequest.batch_key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0,
-        )
+        self.batcher = self._batcher(self.stage_impl.run_batch, EncodeRequest.batch_key, max_batch, batch_wait_ms)
 
     async def _encode(self, song_id: str, url: str, n_samples: int | None = None) -> tuple[EncodeResult, dict[str, Any], float]:
         """Read, convert and encode one file (its first ``n_samples`` when given)."""

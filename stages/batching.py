@@ -19,3 +19,17 @@ def group_batches(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
     for members in groups.values():
         batches.extend(members[i : i + max_batch] for i in range(0, len(members), max_batch))
     return sorted(batches, key=lambda batch: batch[0])
+
+
+class BatchShare:
+    """Mixin of a request's result that was computed in a batch: needs ``started_at``,
+    ``finished_at`` (the batch's forward pass, seconds since the epoch) and ``batch_size``."""
+
+    started_at: float
+    finished_at: float
+    batch_size: int
+
+    @property
+    def compute_s(self) -> float:
+        """This request's share of its batch's compute time."""
+        return (self.finished_at - self.started_at) / self.batch_size

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.batching import group_batches
+from stages.batching import BatchShare, group_batches
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +54,13 @@ class DecodeRequest:
 
 
 @dataclass(frozen=True)
-class DecodeResult:
+class DecodeResult(BatchShare):
     """Audio (float32 [samples, channels]) of one request and the batch it was decoded in."""
 
     audio: np.ndarray
     started_at: float
     finished_at: float
     batch_size: int
-
-    @property
-    def compute_s(self) -> float:
-        return (self.finished_at - self.started_at) / self.batch_size
 
 
 class DecodeStage:

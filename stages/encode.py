@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.batching import group_batches
+from stages.batching import BatchShare, group_batches
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EncodeRequest:
 
 
 @dataclass(frozen=True)
-class EncodeResult:
+class EncodeResult(BatchShare):
     """Tokens of one request and the batch it was encoded in.
 
     Attributes:
@@ -63,10 +63,6 @@ class EncodeResult:
     started_at: float
     finished_at: float
     batch_size: int
-
-    @property
-    def compute_s(self) -> float:
-        return (self.finished_at - self.started_at) / self.batch_size
 
     def level_tokens(self, level: int) -> np.ndarray:
         """Tokens of one VQ-VAE level."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models.prior.sampling import SamplingOptions
-from stages.batching import group_batches
+from stages.batching import BatchShare, group_batches
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +59,13 @@ class WindowRequest:
 
 
 @dataclass(frozen=True)
-class WindowResult:
+class WindowResult(BatchShare):
     """New tokens of one request (int32 [n_new]) and the batch it was sampled in."""
 
     tokens: np.ndarray
     started_at: float
     finished_at: float
     batch_size: int
-
-    @property
-    def compute_s(self) -> float:
-        """This request's share of its batch's compute time."""
-        return (self.finished_at - self.started_at) / self.batch_size
 
 
 class PriorWindowStage:

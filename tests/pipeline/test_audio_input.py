@@ -4,19 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from pipeline import audio_input
 from pipeline.audio_input import load_audio, mix_channels, resample, scan_audio
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The resampler's convolutions are small: one thread avoids stalls when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sine(freq, rate, seconds, amplitude=0.5, channels=1):

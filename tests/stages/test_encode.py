@@ -9,15 +9,6 @@ from models.loading import load_vqvae
 from stages.encode import EncodeRequest, EncodeStage, encoder_receptive_field
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These convolutions are tiny: one thread avoids stalls when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vqvae():
     """The tiny VQ-VAE with codebooks drawn from its own latents (a fresh codebook is all zeros,
