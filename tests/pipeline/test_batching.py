@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.batching import MicroBatcher
+from tests.pipeline.virtual_time import InlineExecutor, run_virtual
 
 
 def test_concurrent_requests_are_batched_by_key():
@@ -90,6 +91,7 @@ def test_older_songs_go_first_and_fill_the_batch_in_priority_order():
 
 
 def test_a_group_waits_for_companions_while_they_keep_arriving():
+    """On a virtual clock: arrival times are exact whatever the machine's load."""
     sizes: list[int] = []
 
     def run_batch(items):
@@ -103,16 +105,19 @@ def test_a_group_waits_for_companions_while_they_keep_arriving():
 
         return await asyncio.gather(*(one(delay, i) for i, delay in enumerate(delays)))
 
+    def batcher(gap_s):
+        return MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=gap_s, executor=InlineExecutor())
+
     # requests 4 ms apart: the batcher (gap 10 ms) waits for all of them
-    asyncio.run(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.01), [0, 0.004, 0.008, 0.012]))
+    run_virtual(arrive(batcher(0.01), [0, 0.004, 0.008, 0.012]))
     assert sizes == [4]
     # a straggler beyond the gap starts the next batch
     sizes.clear()
-    asyncio.run(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.01), [0, 0.004, 0.1]))
+    run_virtual(arrive(batcher(0.01), [0, 0.004, 0.1]))
     assert sizes == [2, 1]
     # when only two songs can share the batch, two is full: nobody waits for the gap
     sizes.clear()
-    started = asyncio.run(_timed(arrive(MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=0.5, gap_s=0.2), [0, 0], expect=2)))
+    started = run_virtual(_timed(arrive(batcher(0.2), [0, 0], expect=2)))
     assert sizes == [2] and started < 0.1
 
 
@@ -127,7 +132,8 @@ async def _timed(coroutine) -> float:
 def test_a_group_waits_for_members_whose_next_request_is_due(follow_ups, expected):
     """Songs A, B start 60 ms before C, D, and each sends its next window 80 ms after getting
     the last (longer than the 20 ms gap). Knowing A and B come back, the late pair waits for
-    them and all four run in step; without that knowledge the pairs stay out of step."""
+    them and all four run in step; without that knowledge the pairs stay out of step. (On a
+    virtual clock: the timeline is exact whatever the machine's load.)"""
     batches: list[list[tuple[str, int]]] = []
 
     def run_batch(items):
@@ -141,9 +147,9 @@ def test_a_group_waits_for_members_whose_next_request_is_due(follow_ups, expecte
             await asyncio.sleep(0.08)
 
     async def main():
-        batcher = MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=1.0, gap_s=0.02)
+        batcher = MicroBatcher(run_batch, key=lambda _: 0, max_batch=4, wait_s=1.0, gap_s=0.02, executor=InlineExecutor())
         await asyncio.gather(*(song(batcher, name, start) for name, start in [("a", 0), ("b", 0), ("c", 0.06), ("d", 0.06)]))
 
-    asyncio.run(main())
+    run_virtual(main())
     assert [len(b) for b in batches] == expected
     assert sorted(item for b in batches for item in b) == sorted((n, w) for n in "abcd" for w in range(3))
