@@ -4,6 +4,11 @@ A directory holds ``config.json`` and the weights as ``model.safetensors`` or ``
 or as shards listed by ``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``. Paths
 may be local or any fsspec URL. Local files are memory-mapped, so a model built on the meta device
 and loaded with ``assign=True`` never holds two copies of its weights in RAM.
+
+Tied weights (a prior with ``merged_decoder=False`` uses its token embedding as its output
+projection: ``prior.fc_proj_out.weight`` *is* ``prior.embed_tokens.weight``) are stored once, under
+the name that comes first in the state dict, as transformers does. A checkpoint may hold the other
+name too (transformers' ``.bin`` files do, sharing one storage); it must then hold the same values.
 """
 from __future__ import annotations
 
@@ -116,6 +121,50 @@ def read_state_dict(source: str, prefix: str = "") -> dict[str, torch.Tensor]:
     return state
 
 
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """``{alias: key}`` for every state-dict key whose tensor is the same Parameter (or buffer)
+    as an earlier key's, e.g. ``{"prior.fc_proj_out.weight": "prior.embed_tokens.weight"}``."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first:
+            aliases[key] = first[id(tensor)]
+        else:
+            first[id(tensor)] = key
+    return aliases
+
+
+def _memory_of(tensor: torch.Tensor) -> tuple:
+    """What identifies the elements a tensor views (two keys of one tied weight give the same)."""
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
+
+
+def drop_tied(state_dict: Mapping[str, torch.Tensor], tied: Mapping[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the aliases of tied weights, each of which must equal its source.
+
+    ``tied``: ``{alias: key}`` as :func:`tied_aliases` gives; None drops every tensor that is a view
+    of the same memory as an earlier key's (how ``module.state_dict()`` shows a tie).
+    """
+    if tied is None:
+        seen: dict[tuple, str] = {}
+        tied = {}
+        for key, tensor in state_dict.items():
+            if tensor.is_meta or tensor.numel() == 0:
+                continue
+            memory = _memory_of(tensor)
+            if memory in seen:
+                tied[key] = seen[memory]
+            else:
+                seen[memory] = key
+    out = {k: v for k, v in state_dict.items() if k not in tied}
+    for alias, source in tied.items():
+        if alias in state_dict and source in state_dict and not torch.equal(state_dict[alias], state_dict[source]):
+            raise CheckpointError(f"{alias} and {source} are one tied weight but hold different values")
+        if alias in state_dict and source not in state_dict:
+            out[source] = state_dict[alias]
+    return out
+
+
 def _parse_size(size: int | str) -> int:
     if isinstance(size, int):
         return size
@@ -157,15 +206,18 @@ def save_pretrained_state_dict(
     *,
     safe_serialization: bool = True,
     max_shard_size: int | str = "5GB",
+    tied: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Write ``config.json`` and the weights under ``directory`` (local or fsspec URL).
 
     Files are written whole (temporary name then rename on local disks) and ``config.json`` last,
-    so an interrupted save never leaves a directory that looks complete. Returns the files written.
+    so an interrupted save never leaves a directory that looks complete. Tied weights are written
+    once (see :func:`drop_tied`; ``tied`` as :func:`tied_aliases` gives, None: tensors sharing
+    memory). Returns the files written.
     """
     fs, root = fsspec.core.url_to_fs(str(directory))
     fs.makedirs(root, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in drop_tied(state_dict, tied).items()}
     meta = [k for k, v in tensors.items() if v.is_meta]
     if meta:
         raise CheckpointError(f"cannot save tensors still on the meta device: {meta[:_MAX_LISTED]}")
@@ -202,9 +254,12 @@ def _listing(items: Iterable[str]) -> str:
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise one :class:`CheckpointError` listing every missing, unexpected or misshapen tensor."""
+    """Raise one :class:`CheckpointError` listing every missing, unexpected or misshapen tensor
+    (a tied weight needs only one of its names)."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = expected.keys() - state_dict.keys()
+    aliases = tied_aliases(model)
+    missing = {k for k in expected.keys() - state_dict.keys() if not (k in aliases and aliases[k] in state_dict)}
+    missing -= {source_key for alias, source_key in aliases.items() if alias in state_dict}
     unexpected = state_dict.keys() - expected.keys()
     misshapen = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {expected[k]}"
@@ -231,9 +286,17 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 
 
 def assign_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Load ``state_dict`` into a model built on the meta device, taking the tensors over (no copy)."""
+    """Load ``state_dict`` into a model built on the meta device, taking the tensors over (no copy).
+
+    Each tied weight gets the one tensor the checkpoint holds for it (under either name)."""
     check_state_dict(model, state_dict, source)
-    model.load_state_dict(dict(state_dict), strict=True, assign=True)
+    aliases = tied_aliases(model)
+    try:
+        state = drop_tied(state_dict, aliases)
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {source!r}: {err}") from err
+    state.update({alias: state[key] for alias, key in aliases.items()})
+    model.load_state_dict(state, strict=True, assign=True)
     for module in model.modules():
         # buffers that checkpoints do not store are recomputed by the module that owns them
         reset = getattr(module, "reset_non_persistent_buffers", None)

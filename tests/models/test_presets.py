@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from models.checkpoint import assign_state_dict, check_state_dict
+from models.checkpoint import CheckpointError, assign_state_dict, check_state_dict
 from models.jukebox import JukeboxModel
 from models.loading import load_model, load_prior, load_vqvae
 from models.presets import available_presets, load_preset
@@ -37,13 +37,27 @@ def test_tiny_reference_weights_load_with_nothing_left_uninitialised():
     torch.manual_seed(0)
     reference = _reference(load_preset("tiny"), device="cpu")
     # the reference leaves some tensors uninitialised (torch.empty): give every tensor known values
-    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    # (a tied output projection is one parameter, so it gets the values of its token embedding)
+    with torch.no_grad():
+        for tensor in list(reference.parameters()) + list(reference.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor))
+    state = reference.state_dict()
     with torch.device("meta"):
         ours = JukeboxModel(load_preset("tiny"))
     assign_state_dict(ours, state, "reference tiny")
     assert not any(t.is_meta for t in list(ours.parameters()) + list(ours.buffers()))
     for key, tensor in ours.state_dict().items():
         assert torch.equal(tensor, state[key]), key
+    for prior in ours.priors:  # merged_decoder=False everywhere in tiny: the projection stays tied
+        assert prior.prior.fc_proj_out.weight is prior.prior.embed_tokens.weight
+    # a checkpoint whose two names of one tied weight disagree is refused, naming both
+    broken = dict(state)
+    broken["priors.1.prior.fc_proj_out.weight"] = torch.randn_like(broken["priors.1.prior.fc_proj_out.weight"])
+    with torch.device("meta"):
+        again = JukeboxModel(load_preset("tiny"))
+    with pytest.raises(CheckpointError, match=r"priors\.1\.prior\.fc_proj_out\.weight and priors\.1\.prior\.embed_tokens\.weight"):
+        assign_state_dict(again, broken, "broken")
 
 
 def test_preset_components_equal_the_whole_model():
