@@ -65,6 +65,8 @@ def _separated_enc_dec_period() -> tuple[AttentionKind, ...]:
 
 
 _SEPARATED_KINDS = _separated_enc_dec_period()
+_BLOCK_STRUCTURED = {AttentionKind.BLOCK, AttentionKind.TRANSPOSE_BLOCK, AttentionKind.PREV_BLOCK,
+                     AttentionKind.SUMMARY, AttentionKind.SUMMARY_SPREAD}
 
 
 def attention_kind(pattern: AttentionPattern | str, layer_idx: int) -> AttentionKind:
@@ -286,10 +288,13 @@ class JukeboxPriorConfig(_ConfigBase):
         if isinstance(self.encoder_config, dict):
             self.encoder_config = JukeboxPriorConfig.from_dict(self.encoder_config)
         for attr in ("hidden_size", "num_layers", "n_ctx", "n_heads", "blocks", "music_vocab_size",
-                     "lyric_vocab_size", "timing_dims", "sampling_rate", "res_conv_depth", "res_conv_width"):
+                     "timing_dims", "sampling_rate", "res_conv_depth", "res_conv_width"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 _fail(name, attr, value, "a positive integer")
+        # transformers saves lyric_vocab_size 0 for priors without lyrics: the field is unused there
+        if not isinstance(self.lyric_vocab_size, int) or isinstance(self.lyric_vocab_size, bool) or self.lyric_vocab_size < 0:
+            _fail(name, "lyric_vocab_size", self.lyric_vocab_size, "an integer >= 0")
         try:
             self.attention_pattern = AttentionPattern(self.attention_pattern).value
         except ValueError:
@@ -298,8 +303,6 @@ class JukeboxPriorConfig(_ConfigBase):
             _fail(name, "act_fn", self.act_fn, f"one of {ACTIVATIONS}")
         if self.level < 0:
             _fail(name, "level", self.level, "a prior index >= 0 (0 is the top prior)")
-        if self.n_ctx % self.blocks:
-            _fail(name, "blocks", self.blocks, f"a divisor of n_ctx={self.n_ctx} (blocks factor the context)")
         attn_width = int(self.hidden_size * self.attention_multiplier)
         if attn_width <= 0 or attn_width % self.n_heads:
             _fail(name, "n_heads", self.n_heads,
@@ -308,6 +311,16 @@ class JukeboxPriorConfig(_ConfigBase):
             _fail(name, "mlp_multiplier", self.mlp_multiplier, "a positive width multiplier")
         if self.nb_relevant_lyric_tokens < 0:
             _fail(name, "nb_relevant_lyric_tokens", self.nb_relevant_lyric_tokens, "an integer >= 0")
+        if self.nb_relevant_lyric_tokens > 0 and self.lyric_vocab_size == 0:
+            _fail(name, "lyric_vocab_size", 0, f"a lyric vocabulary for nb_relevant_lyric_tokens={self.nb_relevant_lyric_tokens}")
+        kinds = {attention_kind(self.attention_pattern, i) for i in range(self.num_layers)}
+        if kinds & _BLOCK_STRUCTURED:
+            # a merged lyrics/music prior attends over [lyrics, music]; blocks factor that sequence
+            length = self.n_ctx + (self.nb_relevant_lyric_tokens if self.is_encoder_decoder else 0)
+            if length % self.blocks:
+                _fail(name, "blocks", self.blocks,
+                      f"a divisor of the attended sequence length {length} (blocks factor the context of "
+                      f"{sorted(k.value for k in kinds & _BLOCK_STRUCTURED)} layers)")
         self.metadata_dims = list(self.metadata_dims)
         if len(self.metadata_dims) != 2 or any(d <= 0 for d in self.metadata_dims):
             _fail(name, "metadata_dims", self.metadata_dims, "[number of genres, number of artists], both positive")
@@ -327,8 +340,7 @@ class JukeboxPriorConfig(_ConfigBase):
         if uses_lyric_encoder and self.encoder_config is None:
             _fail(name, "encoder_config", None,
                   "a lyrics encoder config when nb_relevant_lyric_tokens > 0 and is_encoder_decoder is False")
-        needs_spread = AttentionKind.SUMMARY_SPREAD in {attention_kind(self.attention_pattern, i) for i in range(self.num_layers)}
-        if needs_spread and not self.spread:
+        if AttentionKind.SUMMARY_SPREAD in kinds and not self.spread:
             _fail(name, "spread", self.spread, "a positive spread for summary_spread attention")
 
     @classmethod
@@ -348,7 +360,16 @@ class JukeboxPriorConfig(_ConfigBase):
 
 @dataclass
 class JukeboxConfig(_ConfigBase):
-    """The whole model: one VQ-VAE and ``nb_priors`` priors, top prior first (as transformers)."""
+    """The whole model: one VQ-VAE and ``nb_priors`` priors, top prior first (as transformers).
+
+    As transformers' ``JukeboxModel`` builds its priors, the model-wide ``sampling_rate``,
+    ``timing_dims``, ``min_duration``, ``max_duration``, ``max_nb_genres`` and
+    ``metadata_conditioning`` replace those of every prior config (:meth:`shared_prior_config`).
+    ``per_prior_max_nb_genres=True`` keeps each prior's own ``max_nb_genres`` instead: the
+    released models label the 1b_lyrics top prior with one genre slot (v3 labels) and the
+    upsamplers with five (v2 labels). transformers ignores the key, so a directory written with it
+    still loads there (with the model-wide value everywhere).
+    """
 
     model_type: ClassVar[str] = "jukebox"
 
@@ -361,6 +382,7 @@ class JukeboxConfig(_ConfigBase):
     max_duration: float = 600.0
     max_nb_genres: int = 5
     metadata_conditioning: bool = True
+    per_prior_max_nb_genres: bool = False
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -398,14 +420,15 @@ class JukeboxConfig(_ConfigBase):
 
     def shared_prior_config(self, level: int) -> JukeboxPriorConfig:
         """A copy of prior ``level``'s config with the model-wide sampling rate, timing and metadata
-        settings applied, as ``JukeboxModel`` builds it (the stored prior configs stay as written)."""
+        settings applied, as ``JukeboxModel`` builds it (the stored prior configs stay as written);
+        its own ``max_nb_genres`` is kept when ``per_prior_max_nb_genres``."""
         return dataclasses.replace(
             self.prior_configs[level],
             sampling_rate=self.sampling_rate,
             timing_dims=self.timing_dims,
             min_duration=self.min_duration,
             max_duration=self.max_duration,
-            max_nb_genres=self.max_nb_genres,
+            max_nb_genres=self.prior_configs[level].max_nb_genres if self.per_prior_max_nb_genres else self.max_nb_genres,
             metadata_conditioning=self.metadata_conditioning,
         )
 

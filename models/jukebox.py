@@ -61,6 +61,13 @@ class SampledTokens(list):
     alignments: list[np.ndarray] | None = None
 
 
+def _progress_bar(enabled: bool, total: int, description: str):
+    """A tqdm bar counting sampled tokens (a disabled one when ``enabled`` is False)."""
+    from tqdm.auto import tqdm  # only sampling through JukeboxModel shows progress
+
+    return tqdm(total=total, desc=description, unit="tok", disable=not enabled, leave=False)
+
+
 def _device_of(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
@@ -111,9 +118,11 @@ class JukeboxModel(PreTrainedModule):
         """Tokens in VQ-VAE order from ``start_level`` (finest first) -> audio float [batch, samples, channels].
 
         The sampling methods return prior order (top first): decode prior ``i``'s tokens with
-        ``decode([tokens[i]], start_level=nb_priors - 1 - i)``.
+        ``decode([tokens[i]], start_level=nb_priors - 1 - i)``. The audio carries no autograd
+        graph (train through ``self.vqvae`` instead).
         """
-        return self.vqvae.decode(music_tokens, start_level, end_level, bs_chunks)
+        with torch.no_grad():
+            return self.vqvae.decode(music_tokens, start_level, end_level, bs_chunks)
 
     # -- documented sampling methods ----------------------------------------------------------
 
@@ -177,6 +186,7 @@ class JukeboxModel(PreTrainedModule):
         hop_fraction: float | Sequence[float] | None = None,
         top_k: int | Sequence[int] = 0,
         top_p: float | Sequence[float] = 0.0,
+        progress: bool = True,
     ) -> SampledTokens:
         """Sample the levels ``sample_levels`` (prior indices, done top first) of a batch of songs.
 
@@ -204,6 +214,7 @@ class JukeboxModel(PreTrainedModule):
             hop_fraction: window hop as a fraction of ``n_ctx``, one for all or one per prior; None =
                 ``config.hop_fraction``.
             top_k, top_p: logit filters, one for all priors or one per prior.
+            progress: show a progress bar per sampled level (tokens sampled, on stderr).
 
         Returns:
             :class:`SampledTokens`: one int64 [batch, length_i] tensor per prior, top first.
@@ -224,7 +235,7 @@ class JukeboxModel(PreTrainedModule):
         with torch.no_grad():
             for index in request.levels:
                 tokens[index] = self._sample_level(
-                    request.jobs[index], tokens, request.labels[index], total_length, offset, song_seeds
+                    request.jobs[index], tokens, request.labels[index], total_length, offset, song_seeds, progress
                 )
             result = SampledTokens(tokens)
             if compute_alignments:
@@ -237,7 +248,7 @@ class JukeboxModel(PreTrainedModule):
 
     def _sample_level(
         self, job: LevelJob, tokens: list[torch.Tensor], labels: torch.Tensor, total_length: int, offset: int,
-        song_seeds: list[int],
+        song_seeds: list[int], progress: bool = True,
     ) -> torch.Tensor:
         """Run ``job``'s windows in order; returns the level's int64 tokens [batch, existing + new]."""
         geometry, index = job.geometry, job.geometry.prior_index
@@ -254,6 +265,7 @@ class JukeboxModel(PreTrainedModule):
         level[:, : existing.shape[1]] = existing
         upper_level = tokens[index - 1] if geometry.upper_ratio is not None else None
         labels = labels.to(device)
+        bar = _progress_bar(progress, sum(w.n_new for w in job.windows) * batch, f"prior {index} (level {geometry.level})")
         for window in job.windows:
             context = level[:, window.start : window.new_start].to(device)
             upper = None if upper_level is None else upper_level[:, slice(*geometry.upper_span(window))].to(device)
@@ -267,6 +279,8 @@ class JukeboxModel(PreTrainedModule):
                 expected = (rows.stop - rows.start, window.n_new)
                 assert tuple(new.shape) == expected, f"prior {index} sampled {tuple(new.shape)}, expected {expected}"
                 level[rows, window.new_start : window.end] = new.to(level.device)
+                bar.update(new.numel())
+        bar.close()
         return level
 
     def _alignments(
@@ -284,7 +298,7 @@ class JukeboxModel(PreTrainedModule):
         padded = torch.zeros(batch, max(n_tokens, n_ctx), dtype=torch.long, device=device)
         padded[:, :n_tokens] = top_tokens.to(device)
         labels = labels.to(device)
-        n_lyrics = labels.shape[1] - N_HEADER_LABELS - self.config.max_nb_genres
+        n_lyrics = labels.shape[1] - N_HEADER_LABELS - self.prior_configs[0].max_nb_genres
         # A spare last column receives the padding positions (lyric index -1); it is dropped at the end.
         alignments = [np.zeros((padded.shape[1], n_lyrics + 1)) for _ in range(batch)]
         # Later windows are written first so that the earliest window covering a token wins.

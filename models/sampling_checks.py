@@ -290,9 +290,9 @@ def check_labels(
             f"labels must be a list of {n_priors} tensors (one per prior, top first, as the tokenizer gives), "
             f"got {describe(labels)}"
         )
-    n_meta = N_HEADER_LABELS + config.max_nb_genres
     out = []
     for index, (label, prior) in enumerate(zip(labels, prior_configs)):
+        n_meta = N_HEADER_LABELS + prior.max_nb_genres
         if not isinstance(label, torch.Tensor) or label.dim() not in (1, 2) or label.is_floating_point():
             raise ValueError(f"labels[{index}] must be an int tensor [1 or batch={batch}, width], got {describe(label)}")
         label = label.long().reshape(1, -1) if label.dim() == 1 else label.long()
@@ -300,7 +300,7 @@ def check_labels(
             raise ValueError(f"labels[{index}] has {label.shape[0]} rows for a batch of {batch}: give 1 row or {batch}")
         lyrics, width = prior.nb_relevant_lyric_tokens > 0, label.shape[1]
         if width < n_meta or (not lyrics and width != n_meta):
-            layout = f"[total_length, offset, duration, artist, {config.max_nb_genres} genre slot(s)]"
+            layout = f"[total_length, offset, duration, artist, {prior.max_nb_genres} genre slot(s)]"
             raise ValueError(
                 f"labels[{index}] has width {width}, but prior {index} reads {layout}"
                 f"{' + lyric ids' if lyrics else ''}: width {'>= ' if lyrics else ''}{n_meta}. "

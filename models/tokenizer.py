@@ -22,16 +22,19 @@ Vocabulary data and files (label versions, lyric alphabets, name normalisation) 
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 
 from models.vocabulary import (
+    N_SUGGESTIONS,
     ARTISTS_FILE,
     GENRES_FILE,
     LYRIC_ALPHABETS,
@@ -42,10 +45,12 @@ from models.vocabulary import (
     LabelVersion,
     NameKind,
     as_version,
+    close_names,
     first_names,
     load_vocabulary,
     lyric_removal,
     lyric_vocabulary,
+    lookup_form,
     names_of,
     normalize_v2_name,
     read_tokenizer_settings,
@@ -57,13 +62,24 @@ from models.vocabulary import (
 __all__ = [  # the vocabulary names are re-exported for existing importers
     "ARTISTS_FILE", "GENRES_FILE", "GENRE_PADDING_ID", "LYRICS_FILE", "LYRIC_ALPHABETS",
     "N_HEADER_TOKENS", "TOKENIZER_CONFIG_FILE", "UNKNOWN_LYRIC", "V2_SUFFIX", "DecodedLabels",
-    "JukeboxEncoding", "JukeboxTokenizer", "LabelVersion", "NameKind", "TensorFormat", "UnknownName",
+    "JukeboxEncoding", "JukeboxTokenizer", "LabelVersion", "NameKind", "TensorFormat", "UnknownName", "UnknownNamePolicy",
     "lyric_vocabulary", "normalize_v2_name", "strip_accents",
 ]
+
+logger = logging.getLogger(__name__)
 
 # [total_length, offset, duration] placeholders that start every label sequence.
 N_HEADER_TOKENS = 3
 GENRE_PADDING_ID = -1
+
+
+class UnknownNamePolicy(str, Enum):
+    """What :meth:`JukeboxTokenizer.encode` does with an artist or genre its vocabulary lacks
+    (encoded as id 0, "unknown": the prior then conditions on nothing)."""
+
+    WARN = "warn"  # log a warning naming it, with close matches
+    ERROR = "error"  # raise ValueError naming it, with close matches
+    IGNORE = "ignore"  # encode it as 0 silently (callers that checked the names already)
 
 
 class TensorFormat(str, Enum):
@@ -123,9 +139,14 @@ class JukeboxTokenizer:
         version: label version of each prior, in transformers prior order (top prior first);
             ``("v3", "v2", "v2")`` for the released models.
         max_n_lyric_tokens: carried in the config only (the reference does not truncate either).
-        n_genres: genre slots per label; must equal the priors' ``max_nb_genres`` (1 in the
-            transformers prior config default and the seed example); the reference's default is 5.
+        n_genres: genre slots per label: one number for every prior, or one per prior (top
+            first) when they differ, as in the released models (``[1, 5, 5]``: v3 labels with one
+            genre slot for the 1b_lyrics top prior, v2 labels with five for the upsamplers). Each
+            must equal its prior's ``max_nb_genres`` (1 in the transformers prior config default
+            and the seed example); the reference's default is 5.
         unk_token: carried in the config for compatibility with transformers.
+        on_unknown_name: ``"warn"`` (default), ``"error"`` or ``"ignore"``: what encoding an
+            artist or genre the vocabulary lacks does (see :class:`UnknownNamePolicy`).
     """
 
     def __init__(
@@ -135,18 +156,33 @@ class JukeboxTokenizer:
         lyrics_file: str | os.PathLike[str] | None = None,
         version: Sequence[str] = ("v3", "v2", "v2"),
         max_n_lyric_tokens: int = 512,
-        n_genres: int = 5,
+        n_genres: int | Sequence[int] = 5,
         unk_token: str = "<|endoftext|>",
+        on_unknown_name: UnknownNamePolicy | str = UnknownNamePolicy.WARN,
     ) -> None:
         if isinstance(version, str) or not isinstance(version, Sequence) or len(version) == 0:
             raise ValueError(f"version must be a non-empty list of 'v2'/'v3', one per prior, got {version!r}")
         self.version: tuple[LabelVersion, ...] = tuple(as_version(v) for v in version)
-        for field, value, low in (("n_genres", n_genres, 1), ("max_n_lyric_tokens", max_n_lyric_tokens, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+        if not isinstance(max_n_lyric_tokens, int) or isinstance(max_n_lyric_tokens, bool) or max_n_lyric_tokens < 0:
+            raise ValueError(f"max_n_lyric_tokens must be an integer >= 0, got {max_n_lyric_tokens!r}")
+        slots = [n_genres] * len(self.version) if isinstance(n_genres, int) else n_genres
+        if (
+            isinstance(slots, (str, bytes)) or not isinstance(slots, Sequence) or len(slots) != len(self.version)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in slots)
+        ):
+            raise ValueError(
+                f"n_genres must be an integer >= 1 or one per prior ({len(self.version)} integers >= 1), got {n_genres!r}"
+            )
         if not isinstance(unk_token, str):
             raise ValueError(f"unk_token must be a string, got {unk_token!r}")
-        self.n_genres = n_genres
+        try:
+            self.on_unknown_name = UnknownNamePolicy(on_unknown_name)
+        except ValueError:
+            raise ValueError(
+                f"on_unknown_name must be one of {[p.value for p in UnknownNamePolicy]}, got {on_unknown_name!r}"
+            ) from None
+        self.genre_slots: tuple[int, ...] = tuple(slots)
+        self.n_genres: int | tuple[int, ...] = slots[0] if len(set(slots)) == 1 else self.genre_slots
         self.max_n_lyric_tokens = max_n_lyric_tokens
         self.unk_token = unk_token
 
@@ -171,8 +207,14 @@ class JukeboxTokenizer:
         """Load a directory (local or fsspec URL) written by ours or transformers'
         ``save_pretrained``: the three vocabulary files plus, when present,
         ``tokenizer_config.json`` for ``version``/``n_genres``/``max_n_lyric_tokens``/``unk_token``.
-        Keyword arguments override the saved settings."""
+        Keyword arguments override the saved settings. A model preset's name (``"tiny"``,
+        ``"1b_lyrics"``, ...; a path that exists wins) gives the tokenizer that preset was made with."""
+        from models.presets import is_preset, preset_tokenizer_settings
+
         root = os.fspath(path).rstrip("/")
+        fs, fs_root = fsspec.core.url_to_fs(root)
+        if not fs.exists(fs_root) and is_preset(root):
+            return cls(**{**preset_tokenizer_settings(root), **overrides})
         settings = read_tokenizer_settings(root)
         settings.update(overrides)
         return cls(
@@ -204,14 +246,19 @@ class JukeboxTokenizer:
         return (*vocab_paths, config_path)
 
     def config(self) -> dict[str, Any]:
-        """Settings as written to ``tokenizer_config.json`` (transformers keys)."""
-        return {
+        """Settings as written to ``tokenizer_config.json`` (transformers keys). Genre slots that
+        differ per prior go to ``n_genres_per_prior``; ``n_genres`` then holds the top prior's,
+        which is what transformers (one number for every prior) reads."""
+        settings = {
             "tokenizer_class": "JukeboxTokenizer",
             "version": [v.value for v in self.version],
-            "n_genres": self.n_genres,
+            "n_genres": self.genre_slots[0],
             "max_n_lyric_tokens": self.max_n_lyric_tokens,
             "unk_token": self.unk_token,
         }
+        if isinstance(self.n_genres, tuple):
+            settings["n_genres_per_prior"] = list(self.genre_slots)
+        return settings
 
     def get_vocab(self) -> dict[str, dict[str, int]]:
         """The three encoders, keyed as in transformers."""
@@ -270,19 +317,22 @@ class JukeboxTokenizer:
         """Label ids of every prior as plain lists (see the module docstring for the layout).
 
         Raises:
-            ValueError: bad artist/genres/lyrics types, or more genres than ``n_genres``.
+            ValueError: bad artist/genres/lyrics types, or more genres than a prior's genre slots.
         """
         artists, genre_lists, lyric_chars = self.tokenize(artist, genres, lyrics)
+        if self.on_unknown_name is not UnknownNamePolicy.IGNORE:
+            self._report_unknown(artist, genres)
         lyric_ids = [self.lyrics_encoder.get(char, 0) for char in lyric_chars]
         labels = []
         for prior, (artist_key, genre_keys) in enumerate(zip(artists, genre_lists)):
-            if len(genre_keys) > self.n_genres:
+            slots = self.genre_slots[prior]
+            if len(genre_keys) > slots:
                 raise ValueError(
                     f"genres {genres!r} give {len(genre_keys)} {self.version[prior].value} genres "
-                    f"{genre_keys}, more than n_genres={self.n_genres}"
+                    f"{genre_keys}, more than n_genres={slots} (prior {prior})"
                 )
             genre_ids = [self.genres_encoder.get(key, 0) for key in genre_keys]
-            genre_ids += [GENRE_PADDING_ID] * (self.n_genres - len(genre_ids))
+            genre_ids += [GENRE_PADDING_ID] * (slots - len(genre_ids))
             header = [0] * N_HEADER_TOKENS + [self.artists_encoder.get(artist_key, 0)]
             labels.append(header + genre_ids + (lyric_ids if prior == 0 else []))
         return labels
@@ -325,6 +375,26 @@ class JukeboxTokenizer:
                         found[(NameKind.GENRE, key, version)] = UnknownName(NameKind.GENRE, name, key, version)
         return list(found.values())
 
+    def close_matches(self, kind: NameKind | str, name: str, version: LabelVersion | str, n: int = N_SUGGESTIONS) -> list[str]:
+        """Up to ``n`` names of ``kind`` that ``version`` knows and that look like ``name``, best first."""
+        kind, version = NameKind(kind), as_version(version)
+        known = self.known_artists(version) if kind is NameKind.ARTIST else self.known_genres(version)
+        return close_names(known, lookup_form(name, version), n)
+
+    def _report_unknown(self, artist: str, genres: str | Sequence[str]) -> None:
+        unknown = self.unknown_names(artist, genres)
+        if not unknown:
+            return
+        lines = []
+        for item in unknown:
+            matches = self.close_matches(item.kind, item.name, item.version)
+            hint = f"close matches: {', '.join(map(repr, matches))}" if matches else "no close match"
+            lines.append(f"{item.kind.value} {item.name!r} is not in the {item.version.value} vocabulary ({hint})")
+        message = "; ".join(lines) + ": encoded as the unknown id 0"
+        if self.on_unknown_name is UnknownNamePolicy.ERROR:
+            raise ValueError(message)
+        logger.warning("%s (on_unknown_name='error' makes this an error)", message)
+
     def known_artists(self, version: LabelVersion | str) -> list[str]:
         """Sorted artist names of one label version (v2 names in their normalised form)."""
         return sorted(names_of(self.artists_encoder, as_version(version)))
@@ -342,14 +412,15 @@ class JukeboxTokenizer:
         ids = np.asarray(input_ids.tolist() if isinstance(input_ids, torch.Tensor) else input_ids)
         if ids.ndim == 2 and ids.shape[0] == 1:
             ids = ids[0]
-        if ids.ndim != 1 or ids.shape[0] < N_HEADER_TOKENS + 1 + self.n_genres:
+        slots = self.genre_slots[prior]
+        if ids.ndim != 1 or ids.shape[0] < N_HEADER_TOKENS + 1 + slots:
             raise ValueError(
-                f"input_ids must be [L] or [1, L] with L >= {N_HEADER_TOKENS + 1 + self.n_genres}, "
+                f"input_ids must be [L] or [1, L] with L >= {N_HEADER_TOKENS + 1 + slots}, "
                 f"got shape {tuple(ids.shape)}"
             )
         version = self.version[prior]
         genre_start = N_HEADER_TOKENS + 1
-        lyric_start = genre_start + self.n_genres
+        lyric_start = genre_start + slots
         artist = self._artist_names[version].get(int(ids[N_HEADER_TOKENS]), "")
         genres = [
             self._genre_names[version].get(int(i), "") for i in ids[genre_start:lyric_start] if i != GENRE_PADDING_ID

@@ -9,11 +9,12 @@ fsspec URLs. :class:`models.tokenizer.JukeboxTokenizer` turns names into ids wit
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from importlib import resources
 from typing import Any
@@ -114,6 +115,25 @@ def names_of(encoder: Mapping[str, int], version: LabelVersion) -> set[str]:
     return {key for key in encoder if not key.endswith(V2_SUFFIX)}
 
 
+N_SUGGESTIONS = 3
+_MATCH_CUTOFF = 0.6
+
+
+def lookup_form(name: str, version: LabelVersion | str) -> str:
+    """How a user's name is compared with ``version``'s names: no accents, lowercase, and for
+    v2 normalised like the v2 names (:func:`normalize_v2_name`)."""
+    text = strip_accents(name).lower()
+    return normalize_v2_name(text) if as_version(version) is LabelVersion.V2 else text
+
+
+def close_names(names: Iterable[str], query: str, n: int = N_SUGGESTIONS) -> list[str]:
+    """Up to ``n`` of ``names`` that look like ``query`` (difflib ratio >= 0.6), best first;
+    accents and case are ignored on both sides."""
+    plain = {strip_accents(name).lower(): name for name in sorted(names, reverse=True)}
+    found = difflib.get_close_matches(strip_accents(query).lower(), list(plain), n, _MATCH_CUTOFF)
+    return [plain[match] for match in found]
+
+
 # ---------------------------------------------------------------------- files
 def _read_json(path: str | os.PathLike[str]) -> Any:
     with fsspec.open(os.fspath(path), "r", encoding="utf-8") as handle:
@@ -157,6 +177,8 @@ def read_tokenizer_settings(root: str) -> dict[str, Any]:
     for key in ("version", "n_genres", "max_n_lyric_tokens"):
         if key in saved:
             settings[key] = saved[key]
+    if "n_genres_per_prior" in saved:  # ours, when the priors' genre slots differ
+        settings["n_genres"] = saved["n_genres_per_prior"]
     unk = saved.get("unk_token")
     if isinstance(unk, dict):  # transformers may save an AddedToken as a dict
         unk = unk.get("content")

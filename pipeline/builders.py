@@ -12,7 +12,7 @@ import torch
 from models.config import JukeboxConfig
 from models.loading import load_model_config, load_prior, load_vqvae
 from models.presets import is_preset, preset_tokenizer_settings
-from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer
+from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer, UnknownNamePolicy
 from models.windows import LevelGeometry, level_geometries
 from pipeline.spec import SAMPLING_STAGES, Stage, stage_level
 from stages.decode import DecodeStage
@@ -64,17 +64,20 @@ def device_for(num_gpus: float) -> torch.device:
 def build_tokenizer(source: str) -> JukeboxTokenizer:
     """The tokenizer a model was trained with: a preset's settings, or a checkpoint's vocabulary.
 
-    A checkpoint directory without vocabulary files uses the shipped vocabulary with the number
-    of genre slots its config declares.
+    A checkpoint directory without vocabulary files uses the shipped vocabulary with the genre
+    slots its config gives each prior.
     """
+    # the run checks every name up front (pipeline.vocabulary), once, with the songs that use it
+    quiet = UnknownNamePolicy.IGNORE
     if is_preset(source):
-        return JukeboxTokenizer(**preset_tokenizer_settings(source))
+        return JukeboxTokenizer(**preset_tokenizer_settings(source), on_unknown_name=quiet)
     fs, root = fsspec.core.url_to_fs(source)
     if fs.exists(f"{root.rstrip('/')}/{ARTISTS_FILE}"):
-        return JukeboxTokenizer.from_pretrained(source)
+        return JukeboxTokenizer.from_pretrained(source, on_unknown_name=quiet)
     config = load_model_config(source)
     logger.info("checkpoint %s has no tokenizer files: using the shipped vocabulary", source)
-    return JukeboxTokenizer(n_genres=config.max_nb_genres)
+    slots = [config.shared_prior_config(i).max_nb_genres for i in range(config.nb_priors)]
+    return JukeboxTokenizer(n_genres=slots, on_unknown_name=quiet)
 
 
 def build_tokenize_stage(source: str, device: torch.device | None = None, max_batch: int = 1) -> TokenizeStage:

@@ -13,19 +13,17 @@ List and search the names a model knows::
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from models.tokenizer import JukeboxTokenizer, LabelVersion, NameKind, normalize_v2_name, strip_accents
+from models.tokenizer import JukeboxTokenizer, LabelVersion, NameKind
+from models.vocabulary import lookup_form, strip_accents
 from pipeline.builders import build_tokenizer
 from pipeline.spec import SongSpec
 from pipeline.grid import GridSong
 
-N_SUGGESTIONS = 3
-_MATCH_CUTOFF = 0.6
 _SONGS_SHOWN = 3
 
 
@@ -100,13 +98,6 @@ def load_tokenizer(source: str) -> JukeboxTokenizer:
         raise ValueError(f"model {source!r} is neither a preset nor a readable checkpoint: {err}") from err
 
 
-def close_matches(tokenizer: JukeboxTokenizer, kind: NameKind | str, name: str, version: LabelVersion | str,
-                  n: int = N_SUGGESTIONS) -> list[str]:
-    """Names of ``kind`` that ``version``'s vocabulary knows and that look like ``name`` (difflib)."""
-    kind, version = NameKind(kind), LabelVersion(version)
-    return list(_close_matches(tokenizer, kind, _lookup_form(name, version), version, n))
-
-
 def check_vocabulary(songs: Iterable[SongSpec | GridSong], tokenizer: JukeboxTokenizer, *,
                      allow_unknown: bool = False) -> VocabularyCheck:
     """Look up every song's artist and genres in every label version the model's priors use.
@@ -128,11 +119,11 @@ def check_vocabulary(songs: Iterable[SongSpec | GridSong], tokenizer: JukeboxTok
     reports: dict[tuple[NameKind, str, LabelVersion], tuple[str, list[str]]] = {}
     too_many = []
     for (artist, genres), song_ids in uses.items():
-        for version in dict.fromkeys(tokenizer.version):
+        for version, slots in dict.fromkeys(zip(tokenizer.version, tokenizer.genre_slots)):
             n_keys = len(tokenizer.genre_keys(list(genres), version))
-            if n_keys > tokenizer.n_genres:
+            if n_keys > slots:
                 too_many.append(f"  songs {song_ids[:_SONGS_SHOWN]}: genres {list(genres)} are {n_keys} "
-                                f"{version.value} genres, more than the model's n_genres={tokenizer.n_genres}")
+                                f"{version.value} genres, more than the model's n_genres={slots}")
         for unknown in tokenizer.unknown_names(artist, list(genres)):
             entry = reports.setdefault((unknown.kind, unknown.key, unknown.version), (unknown.name, []))
             entry[1].extend(song_ids)
@@ -142,7 +133,7 @@ def check_vocabulary(songs: Iterable[SongSpec | GridSong], tokenizer: JukeboxTok
     for (kind, key, version), (name, song_ids) in reports.items():
         lookup = key[: -len(".v2")] if version is LabelVersion.V2 and key.endswith(".v2") else key
         unknown.append(UnknownNameReport(kind, name, version, lookup, tuple(dict.fromkeys(song_ids)),
-                                         _close_matches(tokenizer, kind, lookup, version, N_SUGGESTIONS)))
+                                         tuple(tokenizer.close_matches(kind, lookup, version))))
     check = VocabularyCheck(tuple(unknown))
     if unknown and not allow_unknown:
         raise ValueError(
@@ -161,22 +152,8 @@ def list_names(tokenizer: JukeboxTokenizer, kind: NameKind | str, version: Label
     names = tokenizer.known_artists(version) if kind is NameKind.ARTIST else tokenizer.known_genres(version)
     if not search:
         return names
-    query = _lookup_form(search, version)
+    query = lookup_form(search, version)
     return [name for name in names if query in strip_accents(name).lower()]
-
-
-def _lookup_form(name: str, version: LabelVersion) -> str:
-    """How a name is compared with ``version``'s names: lowercase (v3), normalised (v2), no accents."""
-    text = strip_accents(name).lower()
-    return normalize_v2_name(text) if version is LabelVersion.V2 else text
-
-
-def _close_matches(tokenizer: JukeboxTokenizer, kind: NameKind, key: str, version: LabelVersion,
-                   n: int) -> tuple[str, ...]:
-    names = tokenizer.known_artists(version) if kind is NameKind.ARTIST else tokenizer.known_genres(version)
-    plain = {strip_accents(name).lower(): name for name in reversed(names)}
-    found = difflib.get_close_matches(strip_accents(key).lower(), list(plain), n, _MATCH_CUTOFF)
-    return tuple(plain[match] for match in found)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
@@ -206,7 +183,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         if len(shown) < len(names):
             out.write(f"# ... {len(names) - len(shown)} more (raise --limit)\n")
         if args.search and not names:
-            matches = close_matches(tokenizer, kind, args.search, version)
+            matches = tokenizer.close_matches(kind, args.search, version)
             out.write(f"# close matches: {', '.join(matches) if matches else 'none'}\n")
     return 0
 

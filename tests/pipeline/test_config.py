@@ -174,3 +174,9 @@ def test_cli_dry_run_prints_the_plan_of_a_grid(tmp_path):
     assert not (tmp_path / "never").exists()
     shown = subprocess.run([sys.executable, "-m", "pipeline", "--cfg", "job", f"songs_grid={path}"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and OmegaConf.create(shown.stdout).songs_grid == str(path)
+
+
+def test_default_temperatures_are_the_originals():
+    """0.98 for the top prior, 0.99 for the upsamplers, as the original's sampling script."""
+    sampling = RunConfig.from_dict(compose_config()).sampling
+    assert [sampling.for_stage(stage).temperature for stage in (Stage.TOP, Stage.MIDDLE, Stage.BOTTOM)] == [0.98, 0.99, 0.99]

@@ -136,7 +136,8 @@ def make_labels(prior: JukeboxPrior, batch: int, n_lyrics: int = 40, seed: int =
         artist = torch.randint(0, n_artists, (1,), generator=gen)
         genres = torch.randint(0, n_genres, (config.max_nb_genres,), generator=gen)
         genres[-1] = -1
-        lyrics = torch.randint(1, config.lyric_vocab_size, (n_lyrics if prior.lyric_conditioning else 0,), generator=gen)
+        lyrics = (torch.randint(1, config.lyric_vocab_size, (n_lyrics,), generator=gen) if prior.lyric_conditioning
+                  else torch.zeros(0, dtype=torch.long))
         if same_lyrics and row:
             lyrics = rows[0][4 + config.max_nb_genres :]
         rows.append(torch.cat([torch.zeros(3, dtype=torch.long), artist, genres, lyrics]))
