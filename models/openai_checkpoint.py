@@ -5,6 +5,13 @@ torch-saved dict whose ``"model"`` entry is the state dict of the original modul
 numbers the priors bottom-first (``prior_level_2`` is the top prior) while ours, like
 transformers, are top-first, so ``prior_level_k`` holds ``priors.{nb_priors - 1 - k}``.
 
+Each file is written by the original as ``torch.save({"hps": ..., "model": state_dict, "opt": ...,
+"step": ...})`` in torch's legacy (pre-zip) serialization. ``state_dict`` is the module's own: in a
+prior built with ``merged_decoder=False`` the output projection is the token embedding, so
+``prior.x_out.weight`` and ``prior.x_emb.weight`` are one storage in the pickle. Reading checks that
+every such tie agrees with the config's ``merged_decoder`` (the tie is how the file says which it
+was trained with); writing reproduces the format, ties and ``hps`` included.
+
 Parameter names are translated by the rules of :mod:`models.openai_names`, whose
 :func:`openai_to_ours` and :func:`ours_to_openai` are re-exported here.
 """
@@ -23,12 +30,13 @@ from typing import Any
 import fsspec
 import torch
 
-from models.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError, drop_tied, tied_aliases
 from models.config import JukeboxConfig
+from models.openai_hparams import original_hparams
 from models.openai_names import openai_to_ours, ours_to_openai
 
 __all__ = [
-    "VQVAE_FILE", "OpenAIFile", "expected_shapes", "load_openai_checkpoint", "openai_files", "openai_to_ours",
+    "VQVAE_FILE", "OpenAIFile", "expected_layout", "expected_shapes", "load_openai_checkpoint", "openai_files", "openai_to_ours",
     "ours_to_openai", "read_original_state_dict", "save_openai_checkpoint", "to_openai_state_dicts",
 ]
 
@@ -169,14 +177,52 @@ def read_original_state_dict(path: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def expected_shapes(config: JukeboxConfig) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the state dict of our ``JukeboxModel(config)``, built on the meta device."""
+def expected_layout(config: JukeboxConfig) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """(key -> shape, tied alias -> key) of the state dict of our ``JukeboxModel(config)``, built
+    on the meta device; e.g. ``priors.2.prior.fc_proj_out.weight`` is an alias of
+    ``priors.2.prior.embed_tokens.weight`` when that prior has ``merged_decoder=False``."""
     # imported here: reading and writing files needs no model code
     from models.jukebox import JukeboxModel
 
     with torch.device("meta"):
         model = JukeboxModel(config)
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}, tied_aliases(model)
+
+
+def expected_shapes(config: JukeboxConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the state dict of our ``JukeboxModel(config)``, built on the meta device."""
+    return expected_layout(config)[0]
+
+
+_OUTPUT, _EMBEDDING = "prior.fc_proj_out.weight", "prior.embed_tokens.weight"
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.storage_offset() == b.storage_offset()
+
+
+def _tie_problems(state: Mapping[str, torch.Tensor], tied: Mapping[str, str], origin: Mapping[str, str],
+                  config: JukeboxConfig) -> list[str]:
+    """Output projections whose tie to the token embedding disagrees with the config's merged_decoder."""
+    problems = []
+    for index in range(config.nb_priors):
+        output, embedding = f"priors.{index}.{_OUTPUT}", f"priors.{index}.{_EMBEDDING}"
+        if output not in state or embedding not in state:
+            continue
+        out_t, emb_t = state[output], state[embedding]
+        if output in tied and not (_same_storage(out_t, emb_t) or torch.equal(out_t, emb_t)):
+            problems.append(
+                f"{origin[output]} differs from {origin[embedding]}, but prior {index} has merged_decoder=False, "
+                "which ties them (the released upsamplers and 1b_lyrics top prior): this file was trained with "
+                "merged_decoder=True; set it in the config"
+            )
+        elif output not in tied and _same_storage(out_t, emb_t):
+            problems.append(
+                f"{origin[output]} is stored as the same tensor as {origin[embedding]}: the file was saved by a prior "
+                f"with merged_decoder=False (tied output projection), but the config gives prior {index} "
+                "merged_decoder=True; set it to false (as the released upsamplers and 1b_lyrics top prior)"
+            )
+    return problems
 
 
 def _listed(title: str, items: list[str]) -> str:
@@ -208,7 +254,8 @@ def load_openai_checkpoint(
     """
     files = openai_files(config.nb_priors)
     located = _resolve_paths(paths, files)
-    wanted = {k: tuple(s) for k, s in (expected_shapes(config) if shapes is None else shapes).items()}
+    layout, tied = expected_layout(config)
+    wanted = {k: tuple(s) for k, s in (layout if shapes is None else shapes).items()}
     downs = config.vqvae_config.res_downs_t
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
@@ -239,6 +286,8 @@ def load_openai_checkpoint(
                 state[key], origin[key] = tensor, f"{original!r} in {path}"
     missing = []
     for key in sorted(wanted.keys() - state.keys()):
+        if key in tied and tied[key] in state:  # a tied weight stored under its other name only
+            continue
         file = next(f for f in files if key.startswith(f.prefix))
         name = ours_to_openai(key[len(file.prefix):], upsampler_file=file.upsampler, res_downs_t=downs)
         missing.append(f"{key} (expected as {name!r} in {located[file.name]})")
@@ -246,10 +295,14 @@ def load_openai_checkpoint(
         f"{key} from {origin[key]}: file has {tuple(state[key].shape)}, the config describes {wanted[key]}"
         for key in sorted(state) if tuple(state[key].shape) != wanted[key]
     ]
+    ties = [] if misshapen else _tie_problems(state, tied, origin, config)
     problems = [_listed(title, items) for title, items in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshapen)) if items]
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshapen),
+                 ("tied weights that contradict merged_decoder", ties)) if items]
     if problems:
         raise CheckpointError("the original Jukebox checkpoint does not fit the config:\n" + "\n".join(problems))
+    for alias, key in tied.items():
+        state.setdefault(alias, state[key])
     return state
 
 
@@ -277,17 +330,25 @@ def to_openai_state_dicts(state_dict: Mapping[str, torch.Tensor]) -> dict[str, d
     return out
 
 
-def save_openai_checkpoint(state_dict: Mapping[str, torch.Tensor], directory: str) -> dict[str, str]:
-    """Write our state dict as the original files (``{"model": state_dict}`` each) under ``directory``.
+def save_openai_checkpoint(state_dict: Mapping[str, torch.Tensor], directory: str, config: JukeboxConfig) -> dict[str, str]:
+    """Write our state dict of the model ``config`` describes as the original files, under ``directory``.
 
-    Returns file name -> path written. Local paths or fsspec URLs.
+    Each file is what the original's ``torch.save`` wrote: ``{"hps": ..., "model": ..., "opt": None,
+    "step": 0}`` in the legacy serialization, a tied output projection (``merged_decoder=False``)
+    stored as the same storage as its token embedding, tensors in their dtype. Returns file name ->
+    path written. Local paths or fsspec URLs.
     """
+    _, tied = expected_layout(config)
+    state = {k: v.detach().cpu().contiguous() for k, v in drop_tied(state_dict, tied).items()}
+    # one tensor object per tied pair: the pickle stores one storage for both names
+    state.update({alias: state[key] for alias, key in tied.items()})
     fs, root = fsspec.core.url_to_fs(str(directory))
     fs.makedirs(root, exist_ok=True)
     written = {}
-    for name, tensors in to_openai_state_dicts(state_dict).items():
-        path = f"{root.rstrip('/')}/{name}"
-        with fs.open(path, "wb") as handle:
-            torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in tensors.items()}}, handle)
+    prior_index = {f.name: (None if f.prefix == "vqvae." else int(f.prefix.split(".")[1])) for f in openai_files(config.nb_priors)}
+    for name, tensors in to_openai_state_dicts(state).items():
+        payload = {"hps": original_hparams(config, prior_index[name]), "model": tensors, "opt": None, "step": 0}
+        with fs.open(f"{root.rstrip('/')}/{name}", "wb") as handle:
+            torch.save(payload, handle, _use_new_zipfile_serialization=False)
         written[name] = f"{str(directory).rstrip('/')}/{name}"
     return written

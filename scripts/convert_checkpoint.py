@@ -20,7 +20,7 @@ import torch
 
 from models.checkpoint import save_pretrained_state_dict
 from models.config import JukeboxConfig
-from models.openai_checkpoint import VQVAE_FILE, load_openai_checkpoint, openai_files
+from models.openai_checkpoint import VQVAE_FILE, expected_layout, load_openai_checkpoint, openai_files
 from models.presets import available_presets, load_preset, preset_tokenizer_settings
 from models.tokenizer import JukeboxTokenizer
 
@@ -73,10 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dtype:
         dtype = DTYPES[args.dtype]
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    written = save_pretrained_state_dict(config, state, args.out, max_shard_size=args.max_shard_size)
+    # a tied output projection (merged_decoder=False) is written once, as transformers does
+    _, tied = expected_layout(config)
+    written = save_pretrained_state_dict(config, state, args.out, max_shard_size=args.max_shard_size, tied=tied)
     if args.preset:
         written += JukeboxTokenizer(**preset_tokenizer_settings(args.preset)).save_pretrained(args.out)
-    n_params = sum(v.numel() for v in state.values())
+    n_params = sum(v.numel() for k, v in state.items() if k not in tied)
     print(f"converted {len(state)} tensors ({n_params / 1e6:.1f}M values) into {args.out}:")
     for path in written:
         print(f"  {path}")

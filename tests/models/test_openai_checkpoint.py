@@ -21,7 +21,7 @@ from transformers import JukeboxModel as HFJukeboxModel
 from transformers.models.jukebox.convert_jukebox import fix_jukebox_keys
 
 from models import openai_checkpoint
-from models.checkpoint import CheckpointError, read_state_dict
+from models.checkpoint import CheckpointError, read_state_dict, tied_aliases
 from models.config import JukeboxConfig
 from models.openai_checkpoint import (
     load_openai_checkpoint,
@@ -47,12 +47,12 @@ def _variant(name: str) -> dict:
     data = _preset_dict("tiny")
     top = data["prior_config_list"][0]
     if name == "separate_encoder":  # 5b_lyrics: lyrics encoder attended by cross-attention layers
-        top.update(attention_pattern="large_separated_enc_dec_w_lyrics", is_encoder_decoder=False, num_layers=20,
+        top.update(attention_pattern="large_separated_enc_dec_w_lyrics", is_encoder_decoder=False, num_layers=20, merged_decoder=True,
                    encoder_config=dict(level=0, n_ctx=32, hidden_size=32, num_layers=3, n_heads=2, blocks=8,
                                        attention_pattern="raw_column_previous_row_attention", is_encoder_decoder=False,
                                        nb_relevant_lyric_tokens=0, lyric_vocab_size=80, music_vocab_size=256))
     elif name == "no_lyrics":  # 5b: no lyrics at all
-        top.update(attention_pattern="raw_column_previous_row_attention", is_encoder_decoder=False,
+        top.update(attention_pattern="raw_column_previous_row_attention", is_encoder_decoder=False, merged_decoder=True,
                    nb_relevant_lyric_tokens=0, num_layers=3, metadata_dims=[120, 4111])
     else:
         assert name == "merged_lyrics", name  # 1b_lyrics: lyrics and music in one transformer
@@ -232,7 +232,7 @@ def test_our_model_expects_the_reference_keys_and_shapes(variant, models_by_vari
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_original_files_load_into_every_tensor(variant, models_by_variant, tmp_path):
     config, model = models_by_variant[variant]
-    paths = save_openai_checkpoint(model.state_dict(), str(tmp_path))
+    paths = save_openai_checkpoint(model.state_dict(), str(tmp_path), config)
     assert sorted(paths) == sorted(f.name for f in openai_files(3))
     top = torch.load(paths["prior_level_2.pth.tar"], weights_only=True)["model"]
     merged_vocabulary = top["prior.x_emb.weight"].shape[0] > config.vqvae_config.nb_discrete_codes
@@ -272,7 +272,7 @@ def test_entries_beside_the_weights_are_read_inertly(legacy, models_by_variant, 
 
 def test_fsspec_urls(models_by_variant):
     config, model = models_by_variant["no_lyrics"]
-    paths = save_openai_checkpoint(model.state_dict(), "memory://openai-checkpoint-test")
+    paths = save_openai_checkpoint(model.state_dict(), "memory://openai-checkpoint-test", config)
     assert all(path.startswith("memory://") for path in paths.values())
     _assert_same_tensors(load_openai_checkpoint(paths, config), model.state_dict())
 
@@ -281,7 +281,7 @@ def test_fsspec_urls(models_by_variant):
 @pytest.fixture
 def written(models_by_variant, tmp_path):
     config, model = models_by_variant["merged_lyrics"]
-    return config, save_openai_checkpoint(model.state_dict(), str(tmp_path))
+    return config, save_openai_checkpoint(model.state_dict(), str(tmp_path), config)
 
 
 def _rewrite(path, edit):
@@ -324,7 +324,8 @@ def test_all_mismatches_in_one_error(written, models_by_variant):
     def edit(state):
         state["prior.some_new_layer.weight"] = torch.zeros(3)
         state["prior.x_emb.weight"] = torch.zeros(7, 64)
-        del state["prior.x_out.weight"]
+        # (prior.x_out.weight is this tied prior's x_emb.weight under another name: not needed)
+        del state["prior.transformer._attn_mods.1.mlp.c_fc.w"]
 
     _rewrite(paths["prior_level_2.pth.tar"], edit)
     _rewrite(paths["vqvae.pth.tar"], lambda s: s.__setitem__("encoders.0.level_blocks.0.model.4.bias", s.pop("encoders.0.level_blocks.0.model.3.bias")))
@@ -332,7 +333,8 @@ def test_all_mismatches_in_one_error(written, models_by_variant):
         load_openai_checkpoint(paths, config)
     message = str(caught.value)
     prior_file, vqvae_file = paths["prior_level_2.pth.tar"], paths["vqvae.pth.tar"]
-    assert f"2 missing keys:\n  priors.0.prior.fc_proj_out.weight (expected as 'prior.x_out.weight' in {prior_file})" in message
+    assert f"2 missing keys:\n  priors.0.prior.transformer._attn_mods.1.mlp.c_fc.weight " \
+           f"(expected as 'prior.transformer._attn_mods.1.mlp.c_fc.w' in {prior_file})" in message
     assert f"vqvae.encoders.0.level_blocks.0.proj_out.bias (expected as 'encoders.0.level_blocks.0.model.3.bias' in {vqvae_file})" in message
     assert f"'prior.some_new_layer.weight' in {prior_file}: 'prior.some_new_layer.weight' is not a parameter name" in message
     assert f"'encoders.0.level_blocks.0.model.4.bias' in {vqvae_file}: would be vqvae.encoders.0.level_blocks.0.proj_out.bias, " \
@@ -377,7 +379,7 @@ def test_convert_script_output_loads_in_transformers(tmp_path):
     with torch.no_grad():
         for tensor in model.state_dict().values():
             tensor.normal_()
-    save_openai_checkpoint(model.state_dict(), str(tmp_path / "original"))
+    save_openai_checkpoint(model.state_dict(), str(tmp_path / "original"), JukeboxConfig.from_dict(hf_config.to_dict()))
     out = tmp_path / "converted"
     args = ["--dir", str(tmp_path / "original"), "--preset", "tiny", "--out", str(out), "--max-shard-size", "3MB"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -394,14 +396,17 @@ def test_convert_script_output_loads_in_transformers(tmp_path):
 
 def test_convert_script_with_config_file_and_dtype(models_by_variant, tmp_path):
     config, model = models_by_variant["separate_encoder"]
-    paths = save_openai_checkpoint(model.state_dict(), str(tmp_path / "original"))
+    paths = save_openai_checkpoint(model.state_dict(), str(tmp_path / "original"), config)
     config.save_pretrained(str(tmp_path / "config"))
     priors = [paths[f"prior_level_{k}.pth.tar"] for k in range(3)]
     args = ["--vqvae", paths["vqvae.pth.tar"], "--priors", *priors, "--config", str(tmp_path / "config" / "config.json"),
             "--out", str(tmp_path / "converted"), "--dtype", "bfloat16"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert convert_checkpoint.main(args) == 0
-    want = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    # the upsamplers' output projections are their token embeddings (merged_decoder=False): stored once
+    tied = tied_aliases(model)
+    assert set(tied) == {f"priors.{i}.prior.fc_proj_out.weight" for i in (1, 2)}
+    want = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items() if k not in tied}
     _assert_same_tensors(read_state_dict(str(tmp_path / "converted")), want)
     assert JukeboxConfig.from_pretrained(str(tmp_path / "converted")).to_dict() == config.to_dict()
     assert not (tmp_path / "converted" / "tokenizer_config.json").exists()
