@@ -8,12 +8,15 @@ stage holding the bottom upsampler never reads the top prior.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import torch
 
 from models.checkpoint import assign_state_dict
 from models.config import JukeboxConfig, read_config_dict
 from models.presets import is_preset, load_preset
+
+logger = logging.getLogger(__name__)
 
 
 def _component_seed(init_seed: int, component: str) -> int:
@@ -113,3 +116,18 @@ def load_model(source: str, *, init_seed: int = 0, device: torch.device | str = 
         model = JukeboxModel(config)
     assign_state_dict(model, state, f"preset {source!r}")
     return _finish(model, device, dtype)
+
+
+def from_preset(cls: type, name: str, *, level: int | None = None, dtype: torch.dtype | None = None,
+                device: torch.device | str = "cpu"):
+    """What ``cls.from_pretrained(name)`` gives for a preset name: the model (``JukeboxModel``),
+    VQ-VAE or prior ``level`` of preset ``name`` with its default weights (``init_seed`` 0)."""
+    from models.config import JukeboxPriorConfig, JukeboxVQVAEConfig
+
+    logger.info("%s %r: the preset's default weights (random, init_seed=0): it makes noise until trained; "
+                "pass a checkpoint directory for a trained model", cls.__name__, name)
+    if cls.config_class is JukeboxVQVAEConfig:
+        return load_vqvae(name, device=device, dtype=dtype)
+    if cls.config_class is JukeboxPriorConfig:
+        return load_prior(name, 0 if level is None else level, device=device, dtype=dtype)
+    return load_model(name, device=device, dtype=dtype)

@@ -4,15 +4,22 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
+import fsspec
 import torch
 from torch import nn
 
 from models.checkpoint import assign_state_dict, read_state_dict, save_pretrained_state_dict
 from models.config import JukeboxConfig, JukeboxPriorConfig, JukeboxVQVAEConfig, read_config_dict
+from models.presets import is_preset
 
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound="PreTrainedModule")
+
+
+def _exists(path: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(str(path))
+    return fs.exists(root)
 
 
 class PreTrainedModule(nn.Module):
@@ -61,11 +68,17 @@ class PreTrainedModule(nn.Module):
         """Build the model on the meta device and load its weights memory-mapped.
 
         Args:
-            path: a ``save_pretrained`` directory, local or any fsspec URL.
+            path: a ``save_pretrained`` directory, local or any fsspec URL; or the name of a model
+                preset (``"tiny"``, ``"1b_lyrics"``, ...; a path that exists wins), which gives that
+                preset with its default weights (:mod:`models.loading`).
             level: which prior to read from a whole-model directory (0 is the top prior).
             dtype: cast the weights to this dtype; ``None`` keeps the stored dtype.
             device: where the weights end up.
         """
+        from models.loading import from_preset  # the loaders build on this class
+
+        if not _exists(path) and is_preset(str(path)):
+            return from_preset(cls, str(path), level=level, dtype=dtype, device=device)
         data = read_config_dict(path)
         config, prefix, kwargs = cls._resolve(data, level)
         with torch.device("meta"):

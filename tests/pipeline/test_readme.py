@@ -1,0 +1,47 @@
+"""The README's Python blocks run as written (on a fresh directory, no download)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.runner import run
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = README.parent
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_its_python_blocks():
+    blocks = python_blocks()
+    assert any("JukeboxModel.from_pretrained" in block for block in blocks)
+    assert any("read_parquet" in block for block in blocks)
+
+
+@pytest.mark.slow
+def test_model_api_block_runs_as_written(tmp_path, monkeypatch):
+    (block,) = [b for b in python_blocks() if "JukeboxModel.from_pretrained" in b]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    tokens, audio = namespace["tokens"], namespace["audio"]
+    assert [t.shape[1] for t in tokens] == [689, 2756, 11024]  # 2 s at 128, 32 and 8 samples per token
+    assert audio.shape == (1, 11024 * 8, 1) and not audio.requires_grad
+    assert (tmp_path / "song.wav").stat().st_size > 2 * 11024 * 8
+
+
+@pytest.mark.slow
+def test_dataset_block_reads_the_grid_run_above_it(ray_session, make_cfg, tmp_path, monkeypatch):
+    """The block reads outputs/grid, which the README's grid command just above it writes."""
+    (block,) = [b for b in python_blocks() if "read_parquet" in b]
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(f"songs_grid={REPO / 'conf/grids/example.yaml'}", "stages.bottom.max_batch=8", out="outputs/grid")
+    run(cfg)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert len(namespace["songs"]) == 8
+    assert namespace["bottom"].count() == 8
