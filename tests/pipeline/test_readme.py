@@ -1,7 +1,11 @@
 """The README's Python blocks run as written (on a fresh directory, no download)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,7 +45,9 @@ def test_dataset_block_reads_the_grid_run_above_it(ray_session, make_cfg, tmp_pa
     monkeypatch.chdir(tmp_path)
     cfg = make_cfg(f"songs_grid={REPO / 'conf/grids/example.yaml'}", "stages.bottom.max_batch=8", out="outputs/grid")
     run(cfg)
-    namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)
-    assert len(namespace["songs"]) == 8
-    assert namespace["bottom"].count() == 8
+    # a fresh Python, as a user's: its own local Ray, started in the directory the paths are relative to
+    check = block + "\nprint(len(songs), bottom.count())\n"
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rayrd"), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["8", "8"]
