@@ -80,6 +80,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     if result.dry_run:
         print(json.dumps(result.plan, indent=1))
+    if result.rejected:
+        print(f"error: {len(result.rejected)} input file(s) rejected (the others are encoded): "
+              + " | ".join(result.rejected), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

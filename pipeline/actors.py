@@ -25,7 +25,7 @@ import ray
 import torch
 
 from models.prior.sampling import SamplingOptions
-from pipeline import builders
+from pipeline import builders, faults
 from pipeline.batching import MicroBatcher
 from pipeline.finalize import FinalizeJob, finalize_song
 from pipeline.storage import Chunk, RunStorage, audio_batch
@@ -114,7 +114,7 @@ class StageActor:
         self,
         stage: str,
         factory: StageFactory,
-        storage_url: str,
+        storage: RunStorage,
         num_gpus: float,
         torch_threads: int,
         max_batch: int = 1,
@@ -124,7 +124,7 @@ class StageActor:
         if nice:
             os.nice(nice)
         self.stage = stage
-        self.storage = RunStorage(storage_url)
+        self.storage = storage
         self.device = builders.device_for(num_gpus)
         self.info = _actor_info(stage, self.device)
         self.stage_impl = factory(self.device, max_batch)
@@ -181,9 +181,9 @@ class TokenizeActor(StageActor):
     """Labels of a song for every level (``factory`` builds a :class:`~stages.tokenize.TokenizeStage`)."""
 
     def __init__(
-        self, factory: StageFactory, storage_url: str, num_gpus: float = 0.0, torch_threads: int = 1, nice: int = 0
+        self, factory: StageFactory, storage: RunStorage, num_gpus: float = 0.0, torch_threads: int = 1, nice: int = 0
     ) -> None:
-        super().__init__("tokenize", factory, storage_url, num_gpus, torch_threads, nice=nice)
+        super().__init__("tokenize", factory, storage, num_gpus, torch_threads, nice=nice)
 
     async def tokenize(self, song_id: str, conditioning: Conditioning) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
         started = time.time()
@@ -200,7 +200,7 @@ class PriorActor(StageActor):
         stage: str,
         level: int,
         factory: StageFactory,
-        storage_url: str,
+        storage: RunStorage,
         *,
         max_batch: int = 1,
         batch_wait_ms: float = 0.0,
@@ -208,7 +208,7 @@ class PriorActor(StageActor):
         torch_threads: int = 1,
         nice: int = 0,
     ) -> None:
-        super().__init__(stage, factory, storage_url, num_gpus, torch_threads, max_batch, nice)
+        super().__init__(stage, factory, storage, num_gpus, torch_threads, max_batch, nice)
         self.level = level
         self.batcher = self._batcher(self._sample_batch, WindowRequest.batch_key, max_batch, batch_wait_ms)
 
@@ -216,11 +216,13 @@ class PriorActor(StageActor):
         """Sample a batch; the chunks (stored by the driver, which receives them anyway: the
         actor sampling the finest level is the pipeline's bottleneck, and a part write costs it
         ~0.75 ms of Python per window)."""
-        return [
+        chunks = [
             Chunk(request.song_id, self.level, request.start + len(request.context), result.tokens,
                   result.started_at, result.finished_at, result.compute_s, result.batch_size, self.info["node_id"])
             for request, result in zip(requests, self.stage_impl.run_batch(requests))
         ]
+        faults.point(f"{self.stage}.batch")
+        return chunks
 
     async def sample(self, task: WindowTask, labels: dict[int, np.ndarray], *chunks: Chunk | str) -> Chunk:
         """Sample one window; returns its chunk, with the call's stats (``Chunk.stats``).
@@ -263,7 +265,7 @@ class DecodeActor(StageActor):
     def __init__(
         self,
         factory: StageFactory,
-        storage_url: str,
+        storage: RunStorage,
         *,
         max_batch: int = 1,
         batch_wait_ms: float = 0.0,
@@ -271,7 +273,7 @@ class DecodeActor(StageActor):
         torch_threads: int = 1,
         nice: int = 0,
     ) -> None:
-        super().__init__("decode", factory, storage_url, num_gpus, torch_threads, max_batch, nice)
+        super().__init__("decode", factory, storage, num_gpus, torch_threads, max_batch, nice)
         self.batcher = self._batcher(self._decode_batch, DecodeRequest.batch_key, max_batch, batch_wait_ms)
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[tuple[pa.RecordBatch, DecodeResult]]:
@@ -284,6 +286,7 @@ class DecodeActor(StageActor):
                 compute_s=result.compute_s, batch_size=result.batch_size, node_id=self.info["node_id"],
             )
             if self.storage.is_local:
+                faults.point("decode.part")
                 self.storage.write_audio_part(batch)
             out.append((batch, result))
         return out
@@ -309,4 +312,4 @@ class DecodeActor(StageActor):
         ``chunks``: every token chunk of the song's sampled levels (or their parts' paths).
         """
         loaded = await self._load(chunks)
-        return await asyncio.to_thread(finalize_song, self.storage.url, job, loaded)
+        return await asyncio.to_thread(finalize_song, self.storage, job, loaded)

@@ -149,9 +149,17 @@ def load_audio(source: AudioSource | str, sampling_rate: int, channels: int) -> 
 
     Returns:
         float32 [samples, channels] audio and the note of what was done.
+
+    Raises:
+        ValueError: naming the file when it holds NaN or infinite samples.
     """
     url = source.url if isinstance(source, AudioSource) else source
     audio, rate = read_audio(url)
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{url}: {int(bad.sum())} sample value(s) are NaN or infinite (the first at {first / rate:.3f} s): "
+                         "not audio the VQ-VAE can encode")
     original_frames, original_channels = audio.shape
     mixed, mix = mix_channels(audio, channels)
     out = resample(mixed, rate, sampling_rate)

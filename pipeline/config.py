@@ -164,14 +164,24 @@ class OutputSpec:
     Attributes:
         url: output root, a local path or fsspec URL (``s3://bucket/run``); the same URL resumes.
         keep_parts: keep the per-window Parquet parts after a song is compacted.
+        verify: on resume, read every finished file whole against its checksum (always: its
+            size and its Parquet footer / WAV header).
+        lease_heartbeat_s: seconds between renewals of the run's lease on the output.
+        lease_stale_s: a lease not renewed for this long is taken over by the next run.
     """
 
     url: str = "outputs/jukebox"
     keep_parts: bool = False
+    verify: bool = False
+    lease_heartbeat_s: float = 10.0
+    lease_stale_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.url.strip():
             raise ValueError("output.url must be a path or URL, got an empty string")
+        if not 0 < self.lease_heartbeat_s < self.lease_stale_s:
+            raise ValueError(f"output.lease_heartbeat_s={self.lease_heartbeat_s} must be > 0 and below "
+                             f"output.lease_stale_s={self.lease_stale_s}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pipeline.pools import Pools
 from pipeline.progress import Progress, RunSummary
 from pipeline.scheduler import PipelineError, ResumeMismatchError
 from pipeline.storage import RunStorage
+from pipeline.verify import marker_problems
 from pipeline.validate import ValidatedRun
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ def run_encode(
     factories: Mapping[Stage, StageFactory] | None,
     sink: Callable[[dict[str, Any]], None],
     connect: Callable[[RunConfig], bool],
-) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
-    """Encode every file of ``validated.sources``; (summary, actors, skipped files, files)."""
+    disconnect: Callable[[], None],
+) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int, list[str]]:
+    """Encode every file of ``validated.sources``; (summary, actors, skipped files, files in the
+    manifest, the files rejected with why)."""
     init_seed = cfg.model.init_seed if cfg.model.checkpoint is None else None
     tasks = [EncodeFileTask(source, index, cfg.model.source, init_seed) for index, source in enumerate(validated.sources)]
     done = storage.done_songs()
@@ -51,10 +54,13 @@ def run_encode(
         if song_id not in done:
             todo.append(task)
             continue
-        marker = storage.read_json(storage.marker_path(song_id))
-        if marker["fingerprint"] != task.fingerprint():
-            keys = sorted(k for k in set(marker["fingerprint"]) | set(task.fingerprint())
-                          if marker["fingerprint"].get(k) != task.fingerprint().get(k))
+        marker = _verified_marker(storage, song_id, cfg.output.verify)
+        if marker is None:  # damaged: set aside, encoded again
+            todo.append(task)
+            continue
+        if marker.get("fingerprint") != task.fingerprint():
+            stored = marker.get("fingerprint") or {}
+            keys = sorted(k for k in set(stored) | set(task.fingerprint()) if stored.get(k) != task.fingerprint().get(k))
             raise ResumeMismatchError(
                 f"{song_id!r} already exists in {storage.url!r} encoded from other input or settings ({keys}): use another "
                 "output.url, or delete its files to encode it again"
@@ -63,22 +69,45 @@ def run_encode(
         sink({**marker["row"], "song_index": task.index})
     progress = Progress([Stage.ENCODE], cfg.scheduler.progress_interval_s)
     actors: dict[str, list[dict[str, Any]]] = {}
+    rejected: list[str] = []
     if todo:
         started_ray = connect(cfg)
-        pools = Pools(cfg, storage.url, factories, stages=[Stage.ENCODE])
+        pools = Pools(cfg, storage, factories, stages=[Stage.ENCODE])
         try:
             pools.start()
-            _encode_all(cfg, pools, todo, progress, sink, validated.model.sampling_rate)
+            rejected = _encode_all(cfg, pools, todo, progress, sink, validated.model.sampling_rate)
             actors = pools.infos()
         finally:
             pools.shutdown()
             if started_ray:
-                ray.shutdown()
-    return progress.summary(), actors, skipped, len(tasks)
+                disconnect()
+    return progress.summary(), actors, skipped, len(tasks) - len(rejected), rejected
+
+
+def _verified_marker(storage: RunStorage, song_id: str, deep: bool) -> dict[str, Any] | None:
+    """A finished file's marker when it and its token files check out; otherwise the damaged
+    files and the marker are set aside and None is returned (the file is encoded again)."""
+    path = storage.marker_path(song_id)
+    try:
+        marker = storage.read_json(path)
+    except (OSError, ValueError) as err:
+        storage.set_aside(path, str(err))
+        return None
+    problems = marker_problems(storage, marker, deep)
+    if not problems:
+        return marker
+    for relative, problem in problems.items():
+        if problem != "missing" and relative != "(marker)":
+            storage.set_aside(storage.resolve(relative), problem)
+    storage.set_aside(path, "its token files are damaged: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    return None
 
 
 def _encode_all(cfg: RunConfig, pools: Pools, tasks: list[EncodeFileTask], progress: Progress,
-                sink: Callable[[dict[str, Any]], None], sampling_rate: int) -> None:
+                sink: Callable[[dict[str, Any]], None], sampling_rate: int) -> list[str]:
+    """Encode the files; the ones the encode step rejected (unusable audio, e.g. NaN samples),
+    each with why: the others are encoded whatever those hold."""
+    rejected: list[str] = []
     pool = pools[Stage.ENCODE]
     limit = _in_flight(cfg)
     pending: dict[Any, str] = {}
@@ -101,9 +130,14 @@ def _encode_all(cfg: RunConfig, pools: Pools, tasks: list[EncodeFileTask], progr
             pool.release(song_id)
             try:
                 row, stats = ray.get(ref)
-            except Exception as err:  # failed after Ray's retries: the run cannot finish
-                raise PipelineError(f"encoding {song_id!r} failed: {err}") from err
+            except ray.exceptions.RayTaskError as err:
+                if not isinstance(err.cause, ValueError):  # failed after Ray's retries: the run cannot finish
+                    raise PipelineError(f"encoding {song_id!r} failed: {err}") from err
+                logger.error("input file rejected: %s", err.cause)
+                rejected.append(str(err.cause))
+                continue
             progress.record(stats)
             sink(row)
         progress.maybe_log()
     progress.maybe_log(force=True)
+    return rejected

@@ -25,7 +25,7 @@ from pipeline.audio_input import AudioSource, load_audio
 from pipeline.finalize import PROMPT_NOTE_FILE
 from pipeline.prompts import PromptTask, read_dataset_prompt
 from pipeline.spec import SAMPLING_STAGES, PromptRef, level_stage
-from pipeline.storage import Chunk
+from pipeline.storage import Chunk, RunStorage
 from stages.encode import EncodeRequest, EncodeResult
 
 _STAGE_NAMES = [s.value for s in SAMPLING_STAGES]
@@ -85,7 +85,7 @@ class EncodeActor(StageActor):
     def __init__(
         self,
         factory: StageFactory,
-        storage_url: str,
+        storage: RunStorage,
         *,
         sampling_rate: int,
         channels: int,
@@ -95,7 +95,7 @@ class EncodeActor(StageActor):
         torch_threads: int = 1,
         nice: int = 0,
     ) -> None:
-        super().__init__("encode", factory, storage_url, num_gpus, torch_threads, max_batch, nice)
+        super().__init__("encode", factory, storage, num_gpus, torch_threads, max_batch, nice)
         self.sampling_rate = sampling_rate
         self.channels = channels
         self.batcher = self._batcher(self.stage_impl.run_batch, EncodeRequest.batch_key, max_batch, batch_wait_ms)
@@ -146,13 +146,16 @@ class EncodeActor(StageActor):
         }
 
         def store() -> None:
+            files = {}
             for level in result.levels:
                 name = level_stage(level).value
                 tokens = result.level_tokens(level)
+                stored = self.storage.write_tokens(song_id, level, tokens)
+                files[stored.path] = stored.record()
                 row[f"{name}_n_tokens"] = len(tokens)
-                row[f"{name}_tokens_path"] = self.storage.uri(self.storage.write_tokens(song_id, level, tokens))
+                row[f"{name}_tokens_path"] = stored.path
             row["finished_at"] = time.time()
-            self.storage.write_json(marker, {"row": row, "fingerprint": task.fingerprint()})
+            self.storage.write_json(marker, {"row": row, "fingerprint": task.fingerprint(), "files": files})
 
         await asyncio.to_thread(store)
         stats = self._stats(song_id, -1, 0, result.n_samples, entered, result.started_at, result.finished_at, result.batch_size)

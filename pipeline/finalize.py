@@ -3,7 +3,9 @@
 Runs on the decode actor once every window and audio segment of a song is stored. It gets the
 song's token chunks as arguments (from this run's calls, or read from the parts an earlier,
 interrupted run left) and reads the audio segments back from storage. The marker is written last
-and the parts removed after it: a crash at any point leaves either the parts or the marker.
+and the parts removed after it: a crash at any point leaves either the parts or the marker. The
+marker records the size and checksum of every file it closes (:mod:`pipeline.verify` checks them
+on resume); paths in it and in the manifest row are relative to the output root.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from models.prior.sampling import SamplingOptions
+from pipeline import faults
 from pipeline.spec import SAMPLING_STAGES, SongSpec, level_stage
 from pipeline.storage import Chunk, PartInfo, RunStorage, chunk_audio
 
@@ -107,17 +110,18 @@ def _tile(items: list[Spanned], n_tokens: int, what: str) -> list[Spanned]:
     return items
 
 
-def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | None = None) -> dict[str, Any]:
+def finalize_song(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk] | None = None) -> dict[str, Any]:
     """Compact one song's parts into its final files; returns its manifest row.
 
     ``chunks``: every token chunk of the song's sampled levels, when the caller has them (they
     are then not read back from their parts: most of the work of closing a song); None reads
     them from storage.
     """
-    storage = RunStorage(storage_url)
     song_id = job.song.id
     marker_path = storage.marker_path(song_id)
     if storage.fs.exists(marker_path):  # a retried call after the song was closed
+        if not job.keep_parts:
+            storage.remove_parts(song_id)  # the earlier attempt may have died before removing them
         return storage.read_json(marker_path)["row"]
     parts = storage.list_parts(song_id)
     row: dict[str, Any] = {
@@ -143,11 +147,14 @@ def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | 
     if chunks is None:
         chunks = [Chunk.from_batch(storage.read_part(p.path)) for p in parts if p.kind == "level" and p.level in job.n_tokens]
     started, finished = [], []
+    files: dict[str, dict[str, Any]] = {}
     for level, n_tokens in job.n_tokens.items():
         name = level_stage(level).value
         level_chunks = _tile([c for c in chunks if c.level == level], n_tokens, f"song {song_id!r} level {level}")
         tokens = np.concatenate([c.tokens for c in level_chunks])
-        row[f"{name}_tokens_path"] = storage.uri(storage.write_tokens(song_id, level, tokens))
+        stored = storage.write_tokens(song_id, level, tokens)
+        files[stored.path] = stored.record()
+        row[f"{name}_tokens_path"] = stored.path
         row[f"{name}_n_tokens"] = n_tokens
         n_prompt = job.prompt_tokens.get(level, 0)
         row[f"{name}_prompt_tokens"] = n_prompt
@@ -167,16 +174,20 @@ def finalize_song(storage_url: str, job: FinalizeJob, chunks: Sequence[Chunk] | 
         audio = np.concatenate([chunk_audio(b) for b in batches])
         decode_compute += float(sum(b.column("compute_s")[0].as_py() for b in batches))
         finished += [b.column("finished_at")[0].as_py() for b in batches]
+        path = storage.audio_path(song_id) if level == job.audio_level else storage.preview_path(song_id, level)
+        stored = storage.write_wav(path, audio, job.sampling_rate, job.wav_subtype)
+        files[stored.path] = stored.record()
         if level == job.audio_level:
-            row["audio_path"] = storage.uri(storage.write_wav(storage.audio_path(song_id), audio, job.sampling_rate, job.wav_subtype))
+            row["audio_path"] = stored.path
             row["audio_samples"], row["channels"] = audio.shape
         else:
-            path = storage.write_wav(storage.preview_path(song_id, level), audio, job.sampling_rate, job.wav_subtype)
-            row[f"{level_stage(level).value}_preview_path"] = storage.uri(path)
+            row[f"{level_stage(level).value}_preview_path"] = stored.path
+    faults.point("finalize.files_written")
     row["decode_compute_s"] = decode_compute
     row["started_at"] = min(started) if started else None
     row["finished_at"] = max(finished) if finished else time.time()
-    storage.write_json(marker_path, {"row": row, "fingerprint": job.fingerprint})
+    storage.write_json(marker_path, {"row": row, "fingerprint": job.fingerprint, "files": files})
+    faults.point("finalize.marker_written")
     if not job.keep_parts:
         storage.remove_parts(song_id)
     return row

@@ -5,18 +5,15 @@ buffers at most ``rows_per_group`` rows, writes each full buffer as a row group 
 file under a temporary name, and on :meth:`~ManifestWriter.close` moves the file to
 ``manifest.parquet`` (so a reader never sees half a manifest, and a failed run leaves none).
 Rows are in the order songs finished; the ``song_index`` column gives each song's position in the
-song list or grid (sort by it for that order).
+song list or grid (sort by it for that order). Paths in it are relative to the output root.
 """
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.storage import RunStorage
 
@@ -31,7 +28,8 @@ def rows_table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 class ManifestWriter:
-    """Appends manifest rows to a Parquet file in bounded memory.
+    """Appends manifest rows to a Parquet file in bounded memory (written through the run's
+    storage, published whole by :meth:`close`).
 
     Args:
         storage: the run's storage; the manifest goes to its ``manifest.parquet``.
@@ -46,10 +44,8 @@ class ManifestWriter:
         self.schema = schema
         self.rows_per_group = rows_per_group
         self.path = storage.path(MANIFEST_NAME)
-        self._tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+        self._stream = storage.parquet_stream(self.path, schema)
         self._buffer: list[Mapping[str, Any]] = []
-        self._handle: Any = None
-        self._writer: pq.ParquetWriter | None = None
         self.count = 0
 
     def add(self, row: Mapping[str, Any]) -> None:
@@ -60,45 +56,16 @@ class ManifestWriter:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer:
-            return
-        if self._writer is None:
-            if self.storage.is_local:
-                os.makedirs(os.path.dirname(self._tmp), exist_ok=True)
-                self._writer = pq.ParquetWriter(self._tmp, self.schema)
-            else:
-                self._handle = self.storage.fs.open(self._tmp, "wb")
-                self._writer = pq.ParquetWriter(self._handle, self.schema)
-        self._writer.write_table(rows_table(self._buffer, self.schema))
-        self._buffer = []
+        if self._buffer:
+            self._stream.write(rows_table(self._buffer, self.schema))
+            self._buffer = []
 
     def close(self) -> str:
         """Write what is buffered and publish the manifest; returns its path."""
-        if self._writer is None and not self._buffer:
-            self.storage.write_parquet(self.path, rows_table([], self.schema))
-            return self.path
         self._flush()
-        assert self._writer is not None
-        self._writer.close()
-        if self._handle is not None:
-            self._handle.close()
-        if self.storage.is_local:
-            os.replace(self._tmp, self.path)
-        else:
-            self.storage.fs.mv(self._tmp, self.path)
-        self._writer = self._handle = None
-        return self.path
+        return self._stream.close()
 
     def abort(self) -> None:
         """Drop the unfinished manifest (a failed run publishes none)."""
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._handle is not None:
-                self._handle.close()
-            if self.storage.fs.exists(self._tmp):
-                self.storage.fs.rm(self._tmp)
-        except OSError as err:  # cleaning up after a failure must not hide the failure
-            logger.warning("could not remove the unfinished manifest %s: %s", self._tmp, err)
-        self._writer = self._handle = None
+        self._stream.abort()
         self._buffer = []

@@ -23,6 +23,8 @@ from pipeline import builders
 from pipeline.actors import DecodeActor, PriorActor, StageFactory, TokenizeActor
 from pipeline.encoding import EncodeActor
 from pipeline.config import PoolSpec, RunConfig, RunMode, Stage, stage_level
+from pipeline.faults import actor_runtime_env
+from pipeline.storage import RunStorage
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +119,7 @@ class Pools:
     def __init__(
         self,
         cfg: RunConfig,
-        storage_url: str,
+        storage: RunStorage,
         factories: Mapping[Stage, StageFactory] | None = None,
         run_id: str | None = None,
         stages: Sequence[Stage] | None = None,
@@ -127,8 +129,8 @@ class Pools:
         self.cfg = cfg
         defaults = builders.stage_factories(cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples)
         self.factories = {**defaults, **(factories or {})}
-        self.storage_url = storage_url
-        self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.storage = storage
+        self.run_id = run_id or storage.run_id or uuid.uuid4().hex[:8]
         self.stages = list(stages) if stages is not None else needed_stages(cfg)
         self.groups: list[PlacementGroup] = []
         self.pools: dict[Stage, StagePool] = {}
@@ -218,18 +220,21 @@ class Pools:
             max_concurrency=_MAX_CONCURRENCY,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle),
         )
+        runtime_env = actor_runtime_env()
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         factory = self.factories[stage]
         common = dict(num_gpus=pool.num_gpus, torch_threads=pool.torch_threads, nice=pool.nice)
         if stage is Stage.TOKENIZE:
-            return ray.remote(TokenizeActor).options(**options).remote(factory, self.storage_url, **common)
+            return ray.remote(TokenizeActor).options(**options).remote(factory, self.storage, **common)
         batching = dict(max_batch=pool.max_batch, batch_wait_ms=pool.batch_wait_ms, **common)
         if stage is Stage.ENCODE:
             model = builders.model_config(self.cfg.model.source)
             audio = dict(sampling_rate=model.sampling_rate, channels=model.vqvae_config.conv_input_shape)
-            return ray.remote(EncodeActor).options(**options).remote(factory, self.storage_url, **audio, **batching)
+            return ray.remote(EncodeActor).options(**options).remote(factory, self.storage, **audio, **batching)
         if stage is Stage.DECODE:
-            return ray.remote(DecodeActor).options(**options).remote(factory, self.storage_url, **batching)
-        return ray.remote(PriorActor).options(**options).remote(stage.value, stage_level(stage), factory, self.storage_url, **batching)
+            return ray.remote(DecodeActor).options(**options).remote(factory, self.storage, **batching)
+        return ray.remote(PriorActor).options(**options).remote(stage.value, stage_level(stage), factory, self.storage, **batching)
 
     def infos(self) -> dict[str, list[dict[str, Any]]]:
         """Where each stage's actors run now (a restarted actor reports its new process)."""

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,17 +15,20 @@ import pyarrow.parquet as pq
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import faults, reaper
 from pipeline.actors import StageFactory
 from pipeline.config import RunConfig, RunMode, Stage, stage_level
 from pipeline.encode_run import run_encode
 from pipeline.encoding import ENCODE_MANIFEST_SCHEMA
 from pipeline.finalize import MANIFEST_SCHEMA
+from pipeline.lease import RunLease
 from pipeline.manifest import ManifestWriter
 from pipeline.plan import plan_song
 from pipeline.pools import Pools, needed_stages
 from pipeline.progress import Progress, RunSummary, log_summary
 from pipeline.scheduler import Scheduler, SongJob
 from pipeline.storage import RunStorage
+from pipeline.verify import finished_intact
 from pipeline.validate import ValidatedRun, validate_run
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ class RunResult:
         skipped: songs already complete in storage, not recomputed.
         n_songs: songs (or encoded files) in the manifest.
         dry_run: nothing was run: only ``plan`` is set.
+        rejected: input files an encode-only run refused (unusable audio), each with why; the
+            others are in the manifest.
     """
 
     output_url: str
@@ -57,6 +63,7 @@ class RunResult:
     skipped: list[str]
     n_songs: int
     dry_run: bool = False
+    rejected: list[str] = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def rows(self) -> list[dict[str, Any]]:
@@ -81,6 +88,9 @@ def _absolute_url(url: str) -> str:
     return url if "://" in url else os.path.abspath(url)
 
 
+_watchdogs: list[Any] = []  # of the local Rays this process started (pipeline.reaper)
+
+
 def _connect(cfg: RunConfig) -> bool:
     """Join or start Ray; True when this call started it (and the run must stop it)."""
     if ray.is_initialized():
@@ -89,9 +99,17 @@ def _connect(cfg: RunConfig) -> bool:
     common: dict[str, Any] = dict(namespace=spec.namespace, runtime_env=spec.runtime_env or None)
     if spec.address is None:
         ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
+        _watchdogs.append(reaper.watch())  # its processes end with this one, however it ends
     else:
         ray.init(address=spec.address, **common)
     return True
+
+
+def _disconnect() -> None:
+    """Stop the Ray this process started (and let its watchdog clear what lingers)."""
+    ray.shutdown()
+    while _watchdogs:
+        reaper.release(_watchdogs.pop())
 
 
 def _ray_session() -> dict[str, str]:
@@ -162,6 +180,26 @@ def run(
     storage = RunStorage(cfg.output.url)
     if cfg.dry_run:
         return RunResult(storage.url, "", "", validated.summary, None, {}, [], 0, dry_run=True)
+    run_id = uuid.uuid4().hex[:12]
+    lease = RunLease(storage, run_id, cfg.output.lease_heartbeat_s, cfg.output.lease_stale_s)
+    lease.acquire()  # a second run on this output stops here, before anything is written
+    lease.start_heartbeat()
+    faults.point("driver.lease_taken")
+    try:
+        return _run_leased(cfg, validated, storage.for_run(run_id), factories, on_song_done, keep_ray)
+    finally:
+        lease.release()
+
+
+def _run_leased(
+    cfg: RunConfig,
+    validated: ValidatedRun,
+    storage: RunStorage,
+    factories: Mapping[Stage, StageFactory] | None,
+    on_song_done: RowCallback | None,
+    keep_ray: bool,
+) -> RunResult:
+    """The run, once its lease is held: every write goes through ``storage`` (fenced by it)."""
     writer = ManifestWriter(storage, ENCODE_MANIFEST_SCHEMA if cfg.mode is RunMode.ENCODE else MANIFEST_SCHEMA)
 
     def sink(row: dict[str, Any]) -> None:
@@ -179,38 +217,42 @@ def run(
 
     try:
         if cfg.mode is RunMode.ENCODE:
-            outcome = run_encode(cfg, validated, storage, factories, sink, connect)
+            outcome = run_encode(cfg, validated, storage, factories, sink, connect, _disconnect)
         else:
             outcome = _generate(cfg, validated, storage, factories, sink, connect)
+        faults.point("driver.before_manifest")
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    summary, actors, skipped, n_songs = outcome
+    summary, actors, skipped, n_songs, rejected = outcome
     summary_data = {
         **summary.to_dict(),
+        "run_id": storage.run_id,
         "mode": cfg.mode.value if cfg.mode is RunMode.ENCODE else cfg.scheduler.mode.value,
         "songs": n_songs,
         "skipped": len(skipped),
+        "rejected": rejected,
         "plan": validated.summary,
         "actors": actors,
         "ray": session or None,  # None: every song was already done, Ray was not needed
     }
-    storage.write_bytes(storage.path("summary.json"), json.dumps(summary_data, indent=1, default=str).encode())
+    summary_path = storage.append_summary(summary_data)
     log_summary(summary)
     if skipped:
         logger.info("%d song(s) were already complete and not recomputed", len(skipped))
-    logger.info("outputs in %s: %d song(s) in manifest.parquet, tokens/level=*/ (Parquet), audio/ (WAV), summary.json",
-                storage.url, n_songs)
+    what = "tokens/level=*/ (Parquet)" if cfg.mode is RunMode.ENCODE else "tokens/level=*/ (Parquet), audio/ (WAV)"
+    logger.info("outputs in %s: %d song(s) in manifest.parquet, %s, summary.json", storage.url, n_songs, what)
     return RunResult(
         output_url=storage.url,
         manifest_path=storage.uri(writer.path),
-        summary_path=storage.uri(storage.path("summary.json")),
+        summary_path=storage.uri(summary_path),
         plan=validated.summary,
         summary=summary,
         actors=actors,
         skipped=list(skipped),
         n_songs=n_songs,
+        rejected=list(rejected),
     )
 
 
@@ -221,17 +263,22 @@ def _generate(
     factories: Mapping[Stage, StageFactory] | None,
     sink: RowCallback,
     connect: Callable[[RunConfig], bool],
-) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
-    """Sample and decode every song; (summary, actors, skipped songs, songs)."""
+) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int, list[str]]:
+    """Sample and decode every song; (summary, actors, skipped songs, songs, no rejected files)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
     decoded = sorted(levels) if cfg.audio.previews else [min(levels)]
-    # A rerun of a finished output needs neither Ray nor a model: songs are read back from markers.
-    done = storage.done_songs()
-    all_done = all(item.song.id in done for item in cfg.iter_songs())
+    # A rerun of a finished output needs neither Ray nor a model: songs are read back from markers
+    # (once their files check out: the scheduler then trusts them).
+    done, verified = storage.done_songs(), set()
+    for item in cfg.iter_songs():
+        if item.song.id not in done or not finished_intact(storage, item.song.id, cfg.output.verify):
+            break
+        verified.add(item.song.id)
+    all_done = len(verified) == cfg.n_songs()
     del done
     started_ray = False if all_done else connect(cfg)
     stages = needed_stages(cfg, prompts=validated.needs_encoder)
-    pools = Pools(cfg, storage.url, factories, stages=stages)
+    pools = Pools(cfg, storage, factories, stages=stages)
     try:
         if all_done:
             margins = {level: 0 for level in decoded}
@@ -239,11 +286,11 @@ def _generate(
             pools.start()
             margins = _margins(cfg, pools, decoded)
         progress = Progress([s for s in stages if s in pools.stages], cfg.scheduler.progress_interval_s)
-        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink)
+        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink, verified)
         n_songs = scheduler.run(_jobs(cfg, validated, margins))
         actors = pools.infos()
     finally:
         pools.shutdown()
         if started_ray:
-            ray.shutdown()
-    return progress.summary(), actors, scheduler.skipped, n_songs
+            _disconnect()
+    return progress.summary(), actors, scheduler.skipped, n_songs, []

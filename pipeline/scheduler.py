@@ -12,7 +12,9 @@ number of songs. A song with a prompt first gets its prompt chunks from the enco
 windows continue from them like from any chunk.
 
 Resume: chunks and audio segments already in storage are not recomputed; a call needing a stored
-chunk gets its path and reads it. A song with its completion marker is skipped.
+chunk gets its path and reads it. A song with its completion marker is skipped once its files
+check out (:mod:`pipeline.verify`); a damaged file, part, spec or marker is set aside and remade:
+a finished song's intact token files become its parts again, so only what was lost is redone.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +37,9 @@ from pipeline.plan import ChunkPlan, DecodePlan, SongPlan
 from pipeline.prompts import PromptTask
 from pipeline.pools import Pools
 from pipeline.progress import Progress
-from pipeline.storage import Chunk, RunStorage
+from pipeline import faults
+from pipeline.storage import Chunk, RunStorage, chunk_batch
+from pipeline.verify import file_problem, marker_problems, part_problem
 from stages.tokenize import Conditioning
 
 logger = logging.getLogger(__name__)
@@ -102,7 +107,9 @@ class Scheduler:
         progress: Progress,
         sampling_rate: int,
         sink: Callable[[dict[str, Any]], None],
+        verified: set[str] | None = None,
     ) -> None:
+        """``verified``: songs whose finished files this run checked already."""
         self.cfg = cfg
         self.pools = pools
         self.storage = storage
@@ -124,6 +131,10 @@ class Scheduler:
         self._gates: dict[int, tuple[set[str], list[_SongState]]] = {}
         self._cohort = 0  # the latest admitted cohort
         self._cohort_reached_lowest = True  # ... has a song sampling (or done with) the lowest level
+        # one listing each at the start, instead of a look-up per song
+        self._done = storage.done_songs()
+        self._with_parts = storage.songs_with_parts()
+        self._verified = verified or set()
 
     # ------------------------------------------------------------------ admission
     def _check_fingerprint(self, song_id: str, stored: dict[str, Any], expected: dict[str, Any], where: str) -> None:
@@ -135,28 +146,95 @@ class Scheduler:
             f"use another output.url, another song id, or delete the song's files to remake it"
         )
 
+    def _finished(self, job: SongJob, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        """The song's done marker when the song is complete and its files check out; None when
+        it is not done, or was and is damaged (then set aside, and salvaged into parts)."""
+        song_id = job.plan.song.id
+        if song_id not in self._done:
+            return None
+        path = self.storage.marker_path(song_id)
+        try:
+            marker = self.storage.read_json(path)
+        except (OSError, ValueError) as err:  # unreadable: the song is remade from what is intact
+            self.storage.set_aside(path, str(err))
+            self._salvage(job, {})
+            return None
+        self._check_fingerprint(song_id, marker.get("fingerprint") or {}, fingerprint, "finished")
+        if song_id in self._verified:
+            return marker
+        problems = marker_problems(self.storage, marker, deep=self.cfg.output.verify)
+        if not problems:
+            return marker
+        for relative, problem in problems.items():
+            if problem != "missing" and relative != "(marker)":
+                self.storage.set_aside(self.storage.resolve(relative), problem)
+        self.storage.set_aside(path, "its song's files are damaged: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self._salvage(job, marker)
+        return None
+
+    def _salvage(self, job: SongJob, marker: dict[str, Any]) -> None:
+        """Turn the intact token files of a damaged finished song back into its window parts, so
+        that only what was damaged is remade."""
+        plan, song_id = job.plan, job.plan.song.id
+        files = marker.get("files") if isinstance(marker.get("files"), dict) else {}
+        now = time.time()
+        for level, chunks in plan.chunks.items():
+            relative = self.storage.relative(self.storage.tokens_path(song_id, level))
+            if file_problem(self.storage, relative, files.get(relative)) is not None:
+                continue
+            tokens = self.storage.read_tokens(song_id, level)
+            if len(tokens) != plan.n_tokens[level]:
+                continue
+            for chunk in chunks:
+                self.storage.write_chunk(chunk_batch(song_id, level, chunk.start, tokens[chunk.start : chunk.end],
+                                                     started_at=now, finished_at=now, compute_s=0.0, batch_size=1))
+            logger.info("song %s: level %d kept from its token file", song_id, level)
+        self._with_parts.add(song_id)
+
+    def _stored_parts(self, song_id: str) -> dict[tuple[str, int, int, int], str]:
+        """The song's usable parts by (kind, level, start, end); damaged ones are set aside."""
+        if song_id not in self._with_parts:
+            return {}
+        stored = {}
+        for part in self.storage.list_parts(song_id):
+            problem = part_problem(self.storage, part.path)
+            if problem is not None:
+                self.storage.set_aside(part.path, problem)
+            else:
+                stored[(part.kind, part.level, part.start, part.end)] = part.path
+        return stored
+
+    def _check_spec(self, song_id: str, fingerprint: dict[str, Any]) -> None:
+        """The settings of a partly made song must be this run's; a new song's are written."""
+        path = self.storage.spec_path(song_id)
+        if song_id in self._with_parts and self.storage.fs.exists(path):
+            try:
+                spec = self.storage.read_json(path)
+            except (OSError, ValueError) as err:
+                self.storage.set_aside(path, str(err))
+            else:
+                self._check_fingerprint(song_id, spec, fingerprint, "partly made")
+                return
+        self.storage.write_json(path, fingerprint)
+
     def _admit(self, job: SongJob) -> dict[str, Any] | None:
         """Submit one song; returns its manifest row instead when it is already complete."""
         plan = job.plan
         song_id = plan.song.id
         fingerprint = plan.fingerprint(self.cfg.model.source, self.init_seed)
-        marker_path = self.storage.marker_path(song_id)
-        if self.storage.fs.exists(marker_path):
-            marker = self.storage.read_json(marker_path)
-            self._check_fingerprint(song_id, marker["fingerprint"], fingerprint, "finished")
+        marker = self._finished(job, fingerprint)
+        if marker is not None:
             self.skipped.append(song_id)
+            if song_id in self._with_parts and not self.cfg.output.keep_parts:
+                self.storage.remove_parts(song_id)  # left by a run that died after closing it
             # The song's place in this run's list or grid (a grid extended since may move it).
             return {**marker["row"], **job.fields}
-        spec_path = self.storage.spec_path(song_id)
-        if self.storage.fs.exists(spec_path):
-            self._check_fingerprint(song_id, self.storage.read_json(spec_path), fingerprint, "partly made")
-        else:
-            self.storage.write_json(spec_path, fingerprint)
-        stored = {(p.kind, p.level, p.start, p.end): p.path for p in self.storage.list_parts(song_id)}
+        self._check_spec(song_id, fingerprint)
+        stored = self._stored_parts(song_id)
         planned = {("audio", d.level, d.start, d.end) for segments in plan.decodes.values() for d in segments}
         for key in [k for k in stored if k[0] == "audio" and k not in planned]:
             # decoded by an earlier run in other segments (audio.decode_tokens changed): redone
-            self.storage.fs.rm(stored.pop(key))
+            self.storage.remove(stored.pop(key))
         state = _SongState(job, stored, self._cohort)
         self._songs[song_id] = state
         self._plan_phases(state)
@@ -310,7 +388,11 @@ class Scheduler:
         self.progress.plan(Stage.DECODE, len(segments), sum(d.end - d.start for d in segments))
 
     def _store_chunk(self, state: _SongState, chunk: Chunk) -> None:
-        state.writes.append(self._writer.submit(self.storage.write_chunk, chunk.to_batch()))
+        state.writes.append(self._writer.submit(self._write_chunk, chunk))
+
+    def _write_chunk(self, chunk: Chunk) -> None:
+        self.storage.write_chunk(chunk.to_batch())
+        faults.point("driver.chunk_stored")
 
     def _finalize(self, state: _SongState) -> None:
         plan = state.plan

@@ -178,5 +178,5 @@ def test_cli_dry_run_prints_the_plan_of_a_grid(tmp_path):
 
 def test_default_temperatures_are_the_originals():
     """0.98 for the top prior, 0.99 for the upsamplers, as the original's sampling script."""
-    sampling = RunConfig.from_dict(compose_config()).sampling
+    sampling = RunConfig.from_dict(OmegaConf.to_container(compose_config(), resolve=True)).sampling
     assert [sampling.for_stage(stage).temperature for stage in (Stage.TOP, Stage.MIDDLE, Stage.BOTTOM)] == [0.98, 0.99, 0.99]

@@ -121,7 +121,7 @@ def test_primed_songs_start_with_their_prompt_and_continue_it_as_the_model_does(
         )
         for index, level in enumerate((2, 1, 0)):
             name = NAMES[level]
-            ours = _tokens(row[f"{name}_tokens_path"])
+            ours = _tokens(f"{result.output_url}/{row[f'{name}_tokens_path']}")
             assert row[f"{name}_prompt_tokens"] == len(prompt[level]) > 0
             np.testing.assert_array_equal(ours[: len(prompt[level])], prompt[level], err_msg=f"{song_id} {name} prompt")
             np.testing.assert_array_equal(ours, expected[index][0].numpy(), err_msg=f"{song_id} {name}")

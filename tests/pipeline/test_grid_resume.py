@@ -34,7 +34,7 @@ def test_extending_a_grid_with_seeds_makes_only_the_new_songs(ray_session, make_
     first = run(first_cfg, factories=counting_factories())
     assert first.n_songs == 4 and first.skipped == []
     old = {row["song_id"]: row for row in first.rows}
-    stamps = {song: os.stat(row["bottom_tokens_path"]).st_mtime_ns for song, row in old.items()}
+    stamps = {song: os.stat(f"{first.output_url}/{row['bottom_tokens_path']}").st_mtime_ns for song, row in old.items()}
 
     extended = copy.deepcopy(GRID)
     extended["product"]["seed"] = [1, 2, 3]
@@ -50,7 +50,7 @@ def test_extending_a_grid_with_seeds_makes_only_the_new_songs(ray_session, make_
         assert second.summary.stages[name]["calls"] == sum(r[f"{name}_windows"] for r in rows if r["song_id"] not in old)
     assert second.summary.stages["tokenize"]["calls"] == 2
     for song, stamp in stamps.items():
-        assert os.stat(old[song]["bottom_tokens_path"]).st_mtime_ns == stamp  # not rewritten
+        assert os.stat(f"{second.output_url}/{old[song]['bottom_tokens_path']}").st_mtime_ns == stamp  # not rewritten
     assert {r["seed"] for r in rows if r["song_id"] not in old} == {3}
 
 

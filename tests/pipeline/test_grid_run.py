@@ -79,12 +79,12 @@ def test_every_song_is_complete_and_consistent(grid_run):
         total = row["total_length"]
         assert total == int(row["requested_duration_s"] * 44100) // 128 * 128
         for name, raw in (("top", 128), ("middle", 32), ("bottom", 8)):
-            tokens = pq.read_table(row[f"{name}_tokens_path"]).column("tokens")[0].as_py()
+            tokens = pq.read_table(out / row[f"{name}_tokens_path"]).column("tokens")[0].as_py()
             assert len(tokens) == row[f"{name}_n_tokens"] == total // raw and 0 <= min(tokens) and max(tokens) < 256
-        audio, rate = soundfile.read(row["audio_path"], always_2d=True)
+        audio, rate = soundfile.read(out / row["audio_path"], always_2d=True)
         assert rate == 44100 and audio.shape == (total, 1)
         assert (out / "done" / f"{row['song_id']}.json").exists()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())["runs"][-1]
     assert summary["songs"] == 24 and summary["plan"]["songs"] == 24
 
 
@@ -119,7 +119,7 @@ def test_tokens_equal_each_song_sampled_alone(grid_run):
             sampling_temperature=[row["top_temperature"], row["middle_temperature"], row["bottom_temperature"]],
         )
         for index, name in enumerate(["top", "middle", "bottom"]):
-            ours = np.asarray(pq.read_table(row[f"{name}_tokens_path"]).column("tokens")[0].as_py())
+            ours = np.asarray(pq.read_table(f"{result.output_url}/{row[f'{name}_tokens_path']}").column("tokens")[0].as_py())
             np.testing.assert_array_equal(ours, expected[index][0].numpy(), err_msg=f"{row['song_id']} {name}")
 
 

@@ -51,19 +51,21 @@ def test_a_sweep_writes_one_output_per_job_on_one_ray_session(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in jobs.values())
     sessions, tokens = [], {}
     for temperature, job in jobs.items():
-        summary = json.loads((job / "summary.json").read_text())
+        summary = json.loads((job / "summary.json").read_text())["runs"][-1]
         sessions.append(summary["ray"])
         rows = pq.read_table(job / "manifest.parquet").to_pylist()
         assert [r["song_id"] for r in sorted(rows, key=lambda r: r["song_index"])] == ["country_morning", "jazz_night"]
         assert {r["top_temperature"] for r in rows} == {float(temperature)}
-        tokens[temperature] = [np.asarray(pq.read_table(r["top_tokens_path"]).column("tokens")[0].as_py()) for r in rows]
+        tokens[temperature] = [np.asarray(pq.read_table(job / r["top_tokens_path"]).column("tokens")[0].as_py()) for r in rows]
     assert sessions[0] == sessions[1] and sessions[0]["node_id"]  # the second job reused the first job's Ray
     assert any(not np.array_equal(a, b) for a, b in zip(tokens["0.02"], tokens["1.5"]))
     # the same sweep again resumes each job in its own output: nothing is sampled
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-4000:]
     for job in jobs.values():
-        summary = json.loads((job / "summary.json").read_text())
+        runs = json.loads((job / "summary.json").read_text())["runs"]
+        summary = runs[-1]
+        assert len(runs) == 2 and runs[0]["skipped"] == 0  # the first run's figures are kept
         assert summary["skipped"] == 2 and summary["ray"] is None
 
 

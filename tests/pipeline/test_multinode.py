@@ -38,12 +38,12 @@ def test_stages_pinned_to_labelled_nodes(tmp_path, monkeypatch):
         done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240, env=os.environ.copy())
         assert done.returncode == 0, done.stderr[-4000:]
         assert "country_morning ->" in done.stderr + done.stdout  # the run says where the audio went
-        summary = json.loads((out / "summary.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())["runs"][-1]
         nodes = {stage: {a["node_id"] for a in actors} for stage, actors in summary["actors"].items()}
         assert nodes["top"] == nodes["middle"] == nodes["bottom"] == {priors.node_id}
         assert nodes["tokenize"] == nodes["decode"] == {io.node_id}
         rows = sorted(pq.read_table(out / "manifest.parquet").to_pylist(), key=lambda r: r["song_index"])  # rows come as songs finish
         assert [r["song_id"] for r in rows] == ["country_morning", "jazz_night"]
-        assert all(Path(r["audio_path"]).exists() for r in rows)
+        assert all((out / r["audio_path"]).exists() for r in rows)
     finally:
         cluster.shutdown()

@@ -46,8 +46,8 @@ def test_dataset_block_reads_the_grid_run_above_it(ray_session, make_cfg, tmp_pa
     cfg = make_cfg(f"songs_grid={REPO / 'conf/grids/example.yaml'}", "stages.bottom.max_batch=8", out="outputs/grid")
     run(cfg)
     # a fresh Python, as a user's: its own local Ray, started in the directory the paths are relative to
-    check = block + "\nprint(len(songs), bottom.count())\n"
+    check = block + "\nprint(len(songs), bottom.count(), audio.shape[0] == songs.audio_samples[0], rate)\n"
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rayrd"), "RAY_AUTH_MODE": "disabled"}
     done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-2:] == ["8", "8"]
+    assert done.stdout.split()[-4:] == ["8", "8", "True", "44100"]

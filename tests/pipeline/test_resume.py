@@ -12,47 +12,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
-import soundfile
 
 from pipeline.runner import run
 from pipeline.scheduler import PipelineError, ResumeMismatchError
 from tests.pipeline.fakes import counting_factories
-
-DELAY_S = 0.01
-SONGS = ("songs.0.duration_s=0.6", "songs.1.duration_s=0.6")
-THIRD_SONG = {"id": "third", "artist": "Nina Simone", "genres": ["soul"], "lyrics": "feeling good", "duration_s": 0.4, "seed": 99}
-
+from tests.pipeline.runs import DELAY_S, SONGS, THIRD_SONG, assert_same, outputs, three_songs
 
 def _cfg(make_cfg, *overrides: str):
     """The default config with three short songs."""
-    cfg = make_cfg(*SONGS, *overrides)
-    cfg.songs.append(THIRD_SONG)
-    return cfg
+    return three_songs(make_cfg(*SONGS, *overrides))
 
 
-def _outputs(url: str) -> dict:
-    """Every song's tokens per level and audio."""
-    found = {}
-    for row in pq.read_table(f"{url}/manifest.parquet").to_pylist():
-        for name in ("top", "middle", "bottom"):
-            found[(row["song_id"], name)] = np.asarray(pq.read_table(row[f"{name}_tokens_path"]).column("tokens")[0].as_py())
-        found[(row["song_id"], "audio")] = soundfile.read(row["audio_path"], dtype="int16")[0]
-    return found
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    """Tokens identical; audio identical up to float rounding (batched decoding may group
-    segments differently, which can move a 16-bit sample by one step)."""
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if key[1] == "audio":
-            assert a[key].shape == b[key].shape
-            np.testing.assert_allclose(a[key].astype(np.int32), b[key].astype(np.int32), atol=2, rtol=0, err_msg=str(key))
-        else:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+_outputs, _assert_same = outputs, assert_same
 
 
 def _calls(result, stage: str) -> int:

@@ -41,8 +41,9 @@ def test_finished_outputs_are_readable_without_project_code(tmp_path):
     assert rows[("b", 2)]["n_tokens"] == 21 and rows[("b", 2)]["tokens"] == list(range(21))
     assert set(rows) == {("a", 0), ("a", 2), ("b", 0), ("b", 2)}
     audio = np.sin(np.linspace(0, 20, 1000, dtype=np.float32))[:, None] * 0.5
-    path = storage.write_wav(storage.audio_path("a"), audio, 44100, "PCM_16")
-    back, rate = storage.read_wav(path)
+    stored = storage.write_wav(storage.audio_path("a"), audio, 44100, "PCM_16")
+    assert stored.path == "audio/a.wav" and stored.size == (tmp_path / "audio" / "a.wav").stat().st_size
+    back, rate = storage.read_wav(storage.resolve(stored.path))
     assert rate == 44100 and back.shape == (1000, 1)
     np.testing.assert_allclose(back, audio, atol=1e-4)
 
