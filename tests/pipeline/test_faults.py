@@ -29,7 +29,6 @@ import soundfile
 from pipeline.faults import ENV as FAULTS
 from pipeline.lease import LeaseInfo, OutputBusyError
 from pipeline.runner import run
-from pipeline.scheduler import PipelineError
 from pipeline.storage import LEASE_NAME
 from tests.pipeline.conftest import compose_config
 from tests.pipeline.fakes import counting_factories
