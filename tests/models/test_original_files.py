@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from models.checkpoint import assign_state_dict, read_state_dict
+from models.checkpoint import assign_state_dict
 from models.config import JukeboxConfig
 from models.jukebox import JukeboxModel
 from models.openai_checkpoint import (
