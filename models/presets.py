@@ -2,11 +2,14 @@
 
 Each file is a :class:`~models.config.JukeboxConfig` dict (the layout transformers writes) plus a
 ``tokenizer`` section with the settings the model was trained with (label versions per prior,
-number of genres, lyric length).
+number of genres, lyric length). The files are package data of ``conf``, read through
+``importlib.resources``: an installed wheel has them as the source checkout does.
 """
 from __future__ import annotations
 
 import functools
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +17,27 @@ import yaml
 
 from models.config import JukeboxConfig
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
+
+def _preset_dir() -> Traversable:
+    return resources.files("conf") / "model"
 
 
 def available_presets() -> list[str]:
     """Names of the presets shipped in ``conf/model/``."""
-    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+    return sorted(entry.name[: -len(".yaml")] for entry in _preset_dir().iterdir() if entry.name.endswith(".yaml"))
 
 
 @functools.lru_cache(maxsize=None)
 def _read_preset(name: str) -> dict[str, Any]:
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
+    source: Traversable | Path = Path(name) if name.endswith((".yaml", ".yml")) else _preset_dir() / f"{name}.yaml"
+    if not source.is_file():
         raise ValueError(f"unknown model preset {name!r}: expected one of {available_presets()} or a path to a YAML file")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"model preset {name!r} is not valid YAML: {' '.join(str(err).split())}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"model preset {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ValueError(f"model preset {name!r} must hold a mapping, got {type(data).__name__}")
     return data
 
 

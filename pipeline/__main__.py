@@ -20,7 +20,6 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +29,7 @@ from omegaconf import DictConfig, open_dict
 
 from pipeline.runner import run
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_PATH = "pkg://conf"  # the config tree ships as package data (conf/)
 _MAX_DIR_CHARS = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
 
@@ -61,7 +60,7 @@ def job_dirname(overrides: Sequence[str], job_num: int, swept: set[str] | None =
     return name
 
 
-@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> None:
     """Run the pipeline on the composed config (see conf/config.yaml)."""
     hydra_cfg = HydraConfig.get()

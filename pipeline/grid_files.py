@@ -11,8 +11,11 @@ import csv
 import io
 import json
 import math
+import os
 import posixpath
+import re
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any, Callable
 
 import fsspec
@@ -130,6 +133,21 @@ def read_text(url: str, where: str) -> str:
             return handle.read()
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{where}: cannot read {url!r}: {type(err).__name__}: {err}") from err
+
+
+def packaged_grid(name: str) -> str | None:
+    """The path of the example grid ``name`` shipped in ``conf/grids/`` (``"example"``), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        return None
+    entry = resources.files("conf") / "grids" / f"{name.removesuffix('.yaml')}.yaml"
+    return str(entry) if entry.is_file() else None
+
+
+def resolve_grid_file(url: str) -> str:
+    """A grid file's URL: ``url`` itself when it exists (or is remote), else the shipped grid of that name."""
+    if "://" in url or os.path.exists(url):
+        return url
+    return packaged_grid(url) or url
 
 
 def read_grid_file(url: str) -> list[Any] | dict[str, Any]:

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import ray
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pipeline.runner import run
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 ARTISTS = ["Alan Jackson", "Ella Fitzgerald", "Nina Simone", "Johnny Cash"]
 GENRES = [["country"], ["jazz"], ["soul"], ["blues"]]
 STAGES = ("top", "middle", "bottom", "decode")
@@ -54,7 +53,7 @@ def grid_overrides(n_songs: int, duration: float, out: Path) -> list[str]:
 
 
 def _run_batch(max_batch: int, out: Path, grid: list[str], overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(
             config_name="config",
             overrides=[

@@ -21,16 +21,15 @@ import tempfile
 from pathlib import Path
 
 import ray
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from pipeline.runner import run
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 MODES = ("pipelined", "level_by_level")
 
 
 def _run_mode(mode: str, out: Path, duration: float, overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(
             config_name="config",
             overrides=[

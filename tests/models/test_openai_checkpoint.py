@@ -33,7 +33,7 @@ from models.openai_checkpoint import (
     to_openai_state_dicts,
 )
 from models.presets import load_preset
-from scripts import convert_checkpoint
+from models import convert as convert_checkpoint
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 

@@ -5,7 +5,7 @@ independently of our writer: ``torch.save({"hps": ..., "model": model.state_dict
 "step": 0})`` in the legacy (pre-zip) serialization; ``model.state_dict()`` of a prior with
 ``merged_decoder=False`` gives ``prior.x_out.weight`` and ``prior.x_emb.weight`` as two views of
 ONE storage; the 5b top priors (``fp16_params=True``) hold float16 tensors. Each file set is
-converted with ``scripts/convert_checkpoint.py`` at three dtypes, and the converted model is run
+converted with ``jukebox-convert`` (:mod:`models.convert`) at three dtypes, and the converted model is run
 against the model the files came from, cast to the same dtype: teacher-forced logits and a greedy
 window of every prior.
 """
@@ -34,7 +34,7 @@ from models.openai_checkpoint import (
 )
 from models.presets import load_preset
 from models.prior import SamplingOptions
-from scripts import convert_checkpoint
+from models import convert as convert_checkpoint
 from tests.models.prior import make_labels, random_tokens
 
 logging.getLogger("transformers").setLevel(logging.ERROR)

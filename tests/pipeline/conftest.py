@@ -4,13 +4,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 N_FAKE_GPUS = 4
 
 
@@ -36,7 +34,7 @@ def ray_session():
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The real conf/config.yaml composed with ``overrides``."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    with initialize_config_module(config_module="conf", version_base=None):
         return compose(config_name="config", overrides=overrides or [])
 
 
