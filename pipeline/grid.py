@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 
 from models.prior.sampling import SamplingOptions
 from pipeline.spec import SAMPLING_STAGES, SamplingSpec, SongSpec, Stage, stage_level
+from pipeline.urls import check_readable_url
 from pipeline.grid_files import OPTION_FIELDS, PROMPT_FIELDS, check_fields, flatten_fields, read_grid_file, read_text
 
 _SECTION_KEYS = ("file", "songs", "base", "product", "zip", "n_samples", "name")
@@ -183,6 +184,7 @@ class GridSpec:
             url = section["file"]
             if not isinstance(url, str) or not url.strip():
                 raise ValueError(f"{where}.file: expected a path or URL, got {url!r}")
+            check_readable_url(url, f"{where}.file")
             content = read_grid_file(url)
             base_dir = posixpath.dirname(url)
             if isinstance(content, list):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.spec import SAMPLING_STAGES
+from pipeline.urls import check_readable_url
 
 PROMPT_FIELDS = ("prompt", "prompt_s")
 SONG_FIELDS = ("id", "artist", "genres", "lyrics", "lyrics_file", "duration_s", "seed", *PROMPT_FIELDS)
@@ -125,6 +126,8 @@ def _genres(value: Any) -> tuple[str, ...] | None:
 
 
 def read_text(url: str, where: str) -> str:
+    """The UTF-8 text of a file (lyrics), read by the driver; ValueError naming ``where``."""
+    check_readable_url(url, where)
     try:
         with fsspec.open(url, "r", encoding="utf-8") as handle:
             return handle.read()
