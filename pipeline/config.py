@@ -22,6 +22,7 @@ from pipeline.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
     SamplingSpec,
     SongSpec,
     Stage,
+    check_seed,
     level_stage,
     stage_level,
 )
@@ -58,7 +59,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.preset is None and self.checkpoint is None:
-            raise ValueError("model: set model.preset (e.g. tiny) or model.checkpoint (a directory or URL), got neither")
+            raise ValueError("preset=null and checkpoint=null: set model.preset (e.g. tiny) or model.checkpoint (a directory or URL)")
+        check_seed(self.init_seed, "init_seed")
 
     @property
     def source(self) -> str:
@@ -171,7 +173,7 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         if not self.url.strip():
-            raise ValueError("output.url must be a path or URL, got an empty string")
+            raise ValueError("url must be a path or URL, got an empty string")
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,11 @@ class AudioSpec:
 
     def __post_init__(self) -> None:
         if self.wav_subtype not in ("PCM_16", "PCM_24", "PCM_32", "FLOAT"):
-            raise ValueError(f"audio.wav_subtype must be one of PCM_16, PCM_24, PCM_32, FLOAT, got {self.wav_subtype!r}")
+            raise ValueError(f"wav_subtype={self.wav_subtype!r}: expected one of PCM_16, PCM_24, PCM_32, FLOAT")
         if self.margin_tokens is not None and self.margin_tokens < 0:
-            raise ValueError(f"audio.margin_tokens must be >= 0 or null, got {self.margin_tokens}")
+            raise ValueError(f"margin_tokens must be >= 0 or null, got {self.margin_tokens}")
         if self.decode_tokens < 0:
-            raise ValueError(f"audio.decode_tokens must be >= 0, got {self.decode_tokens}")
+            raise ValueError(f"decode_tokens must be >= 0, got {self.decode_tokens}")
 
 
 @dataclass(frozen=True)
@@ -256,9 +258,9 @@ class EncodeSpec:
 
     def __post_init__(self) -> None:
         if self.input_url is not None and not self.input_url.strip():
-            raise ValueError("encode.input_url must be a path or URL, got an empty string")
+            raise ValueError("input_url must be a path or URL, got an empty string")
         if self.chunk_samples is not None and self.chunk_samples < 1:
-            raise ValueError(f"encode.chunk_samples must be >= 1 or null, got {self.chunk_samples}")
+            raise ValueError(f"chunk_samples must be >= 1 or null, got {self.chunk_samples}")
 
 
 @dataclass(frozen=True)
@@ -288,11 +290,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.mode is RunMode.ENCODE:
             if self.encode.input_url is None:
-                raise ValueError("encode.input_url: an encode-only run (mode=encode) needs a WAV/FLAC file or folder")
+                raise ValueError("encode.input_url=null: an encode-only run (mode=encode) needs a WAV/FLAC file or a folder of them")
         elif self.songs and self.songs_grid is not None:
             raise ValueError("songs and songs_grid are both given: describe the songs with one of them")
         elif not self.songs and self.songs_grid is None:
             raise ValueError("songs: the song list is empty; give at least one song (artist, genres, lyrics, duration_s) or a songs_grid")
+        check_seed(self.seed, "seed")
         seen: set[str] = set()
         for index, song in enumerate(self.songs):
             if song.id in seen:
