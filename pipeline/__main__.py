@@ -37,7 +37,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import full_errors, one_line, program_name, raise_usage_errors, report
-from pipeline.runner import run
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 CONFIG_NAME = "config"
@@ -179,6 +178,8 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> None:
     """Run the pipeline on the composed config (see conf/config.yaml)."""
+    from pipeline.runner import run  # torch and Ray load only once the command line is known to be good
+
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == HydraMode.MULTIRUN
     if sweeping:

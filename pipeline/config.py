@@ -68,12 +68,16 @@ class ModelSpec:
         return self.checkpoint if self.checkpoint is not None else str(self.preset)
 
 
+MAX_ACTORS = 10_000  # per stage; far beyond any cluster's GPUs for models of this size
+
+
 @dataclass(frozen=True)
 class PoolSpec:
     """Resources and behaviour of one stage's actor pool.
 
     Attributes:
-        num_actors: actors in the pool.
+        num_actors: actors in the pool (1 to ``MAX_ACTORS``: a pool's actors are reserved in
+            one placement group, packed one by one).
         num_cpus, num_gpus: per actor; ``num_gpus`` may be a fraction (several actors per GPU) or
             a whole number. A stage's GPUs are its own: fractional actors are packed onto whole
             GPUs reserved for the stage (or for its ``gpu_group``).
@@ -105,8 +109,8 @@ class PoolSpec:
     max_task_retries: int = 3
 
     def __post_init__(self) -> None:
-        if self.num_actors < 1:
-            raise ValueError(f"num_actors must be >= 1, got {self.num_actors}")
+        if not 1 <= self.num_actors <= MAX_ACTORS:
+            raise ValueError(f"num_actors must be between 1 and {MAX_ACTORS}, got {self.num_actors}")
         for name in ("num_cpus", "num_gpus", "batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -79,8 +79,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return genres
     if name in ("duration_s", "prompt_s") or option in ("temperature", "top_p"):
         number = _number(value, float)
-        if number is None or not math.isfinite(number):
+        if number is None:
             raise ValueError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
         if name in ("duration_s", "prompt_s") and number <= 0:
             raise ValueError(f"{where}: expected a duration > 0 seconds, got {value!r}")
         if option == "temperature" and number <= 0:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fsspec
 from fsspec.core import split_protocol
+from fsspec.registry import known_implementations, registry
 
 LOCAL_PROTOCOLS = ("file", "local")
 OBJECT_STORE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "oci", "ocilake", "tos", "tosfs")
@@ -40,15 +41,20 @@ def url_protocol(url: str) -> str:
     return protocol or "file"
 
 
-def _require_implementation(url: str, protocol: str, field: str) -> None:
-    """ValueError naming ``field`` unless fsspec has ``protocol`` and its package imports."""
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ValueError:
+def _require_known(url: str, protocol: str, field: str) -> None:
+    """ValueError naming ``field`` unless fsspec knows ``protocol`` (installed or not)."""
+    if protocol not in known_implementations and protocol not in registry:
         raise ValueError(
             f"{field}={url!r}: unknown protocol {protocol!r}; expected a local path or a URL of one of "
             f"{', '.join(SHARED_PROTOCOLS)}"
-        ) from None
+        )
+
+
+def _require_implementation(url: str, protocol: str, field: str) -> None:
+    """ValueError naming ``field`` unless fsspec has ``protocol`` and its package imports."""
+    _require_known(url, protocol, field)
+    try:
+        fsspec.get_filesystem_class(protocol)
     except ImportError as err:
         raise ValueError(f"{field}={url!r}: protocol {protocol!r} needs a package that is not installed: {err}") from None
 
@@ -74,7 +80,7 @@ def check_shared_url(url: str, field: str) -> str:
         )
     protocol = url_protocol(url)
     if protocol not in SHARED_PROTOCOLS:
-        _require_implementation(url, protocol, field)  # an unknown protocol is named as such first
+        _require_known(url, protocol, field)  # an unknown protocol is named as such first
         raise ValueError(
             f"{field}={url!r}: the {protocol!r} file system is not shared between the run's processes (each Ray worker "
             f"would see its own files); use a local path or a URL of one of {', '.join(SHARED_PROTOCOLS)}"

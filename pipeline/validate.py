@@ -39,6 +39,8 @@ from pipeline.vocabulary import VocabularyCheck, check_vocabulary, load_tokenize
 
 logger = logging.getLogger(__name__)
 
+_MAX_SAMPLES = 2**62  # durations beyond this many samples are refused before lengths are computed
+
 
 @dataclass(frozen=True)
 class ValidatedRun:
@@ -139,6 +141,8 @@ def _validate_songs(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, 
             raise duplicate_error(first, item) if cfg.songs_grid is not None else ValueError(
                 f"songs[{index}].id: duplicate song id {song.id!r}; every song needs its own id")
         where = f"{_where(cfg, item, index)}.duration_s={song.duration_s}"
+        if not song.duration_s * model.sampling_rate < _MAX_SAMPLES:  # not even a sample count
+            raise ValueError(f"{where}: not below the model's max_duration={model.max_duration} s")
         total = partial.total_length(song)
         if total not in checked_lengths:
             _check_length(model, top, total, where)

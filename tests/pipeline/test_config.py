@@ -60,7 +60,7 @@ def test_overrides_reach_every_part(tmp_path):
     [
         ("+stages.top.num_gpu=1", r"unknown config key\(s\) stages\.top\.num_gpu=1; stages\.top has only"),
         ("stages.top.num_gpus=-1", r"stages\.top\.num_gpus must be >= 0, got -1"),
-        ("stages.decode.num_actors=0", r"stages\.decode\.num_actors must be >= 1, got 0"),
+        ("stages.decode.num_actors=0", r"stages\.decode\.num_actors must be between 1 and 10000, got 0"),
         ("stages.top.num_gpus=inf", r"stages\.top\.num_gpus=inf: expected a finite number"),
         ("stages.top.num_gpus=1.5", r"whole number"),
         ("stages.middle.max_batch=0", r"max_batch must be >= 1"),
