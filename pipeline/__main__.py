@@ -43,6 +43,7 @@ CONFIG_NAME = "config"
 OVERRIDE_GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 _MAX_DIR_CHARS = 120
 _HASH_CHARS = 8
+_MAX_CHECKED_JOBS = 32
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
 
 
@@ -103,8 +104,9 @@ def _composition_reason(err: Exception, override: str, prog: str) -> str:
 
 def _job_overrides(parsed: list[Override], multirun: bool) -> list[list[str]]:
     """The override lists to compose: the command line as given, or for a sweep its first job plus
-    one list per other value of each swept key (values of ``glob`` sweeps are not enumerable and
-    are left to Hydra)."""
+    one list per other value of each swept key, ``_MAX_CHECKED_JOBS`` at most (each costs a
+    composition, ~0.1 s; later values, and those of ``glob`` sweeps, which are not enumerable, are
+    checked when their job starts)."""
     if not multirun:
         return [[o.input_line for o in parsed]]
     base: list[str] = []
@@ -126,12 +128,23 @@ def _job_overrides(parsed: list[Override], multirun: bool) -> list[list[str]]:
             job = list(base)
             job[position] = f"{key}={value}"
             jobs.append(job)
-    return jobs
+    return jobs[:_MAX_CHECKED_JOBS]
+
+
+def _check_job_options(cfg: DictConfig) -> None:
+    """The typed options of one job of a sweep (ValueError naming the field), so that a bad value
+    of a later job fails before the first job runs."""
+    from pipeline.config import RunConfig  # loads torch: only sweeps need it before Hydra runs
+
+    with open_dict(cfg):
+        del cfg["hydra"]
+    RunConfig.from_dict(_resolved(cfg))
 
 
 def check_command_line(argv: Sequence[str], prog: str) -> None:
     """Check what Hydra would refuse with a multi-line report: unknown flags, malformed overrides,
-    unknown keys or config group options. ValueError naming the override and what was expected.
+    unknown keys or config group options; and for a sweep (``-m``), every job's typed options.
+    ValueError naming the override or field and what was expected.
 
     Runs with ``--help``, ``--info``, ``--config-dir`` or ``--config-path`` are left to Hydra.
     """
@@ -151,10 +164,13 @@ def check_command_line(argv: Sequence[str], prog: str) -> None:
     config_name = args.config_name or CONFIG_NAME
     for overrides in _job_overrides(parsed, args.multirun):
         try:
-            _compose(config_name, overrides)
-            continue
+            cfg = _compose(config_name, overrides)
         except (HydraException, OmegaConfBaseException) as err:
             failure = err
+        else:
+            if args.multirun:
+                _check_job_options(cfg)
+            continue
         for end in range(1, len(overrides) + 1):  # the first override that makes composition fail
             try:
                 _compose(config_name, overrides[:end])

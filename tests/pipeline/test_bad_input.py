@@ -132,6 +132,8 @@ CASES = [
     case("unknown_group_option", "stages=tpu", "stages=tpu", "cpu"),
     case("unknown_flag", "--fast", "--fast"),
     case("sweep_without_multirun", "sampling.top.temperature=0.5,0.9", "sampling.top.temperature=0.5,0.9"),
+    case("sweep_with_one_bad_value", ("-m", "songs.0.duration_s=0.5,inf"), "songs[0].duration_s", "inf"),
+    case("sweep_with_one_bad_group_option", ("-m", "stages=cpu,tpu"), "stages=tpu", "cpu"),
 ]
 
 
