@@ -206,7 +206,7 @@ def _nothing_under(url: str) -> bool:
     return not fs.exists(root) or (fs.isdir(root) and not fs.ls(root))
 
 
-def test_the_table_has_every_case_the_issue_lists():
+def test_the_table_has_at_least_40_distinct_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
 
 
