@@ -121,6 +121,99 @@ def read_state_dict(source: str, prefix: str = "") -> dict[str, torch.Tensor]:
     return state
 
 
+# Bytes per element of the safetensors dtypes (sub-byte and unknown dtypes skip the size check).
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U16": 2, "I16": 2, "F16": 2,
+    "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+}
+_MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors format's own limit
+
+
+def _safetensors_shapes(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors file's header (8-byte little-endian length, JSON), checking
+    that every tensor's bytes lie inside the file; no tensor data is read."""
+    size = fs.size(path)
+    with fs.open(path, "rb") as handle:
+        head = handle.read(8)
+        n_header = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n_header <= min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise CheckpointError(f"weight file {path!r} is not a whole safetensors file ({size} bytes; header length "
+                                  f"{n_header}): truncated or damaged")
+        try:
+            header = json.loads(handle.read(n_header))
+        except ValueError as err:
+            raise CheckpointError(f"weight file {path!r} has a damaged safetensors header: {err}") from err
+    data_bytes = size - 8 - n_header
+    shapes = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], tuple(int(d) for d in entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"weight file {path!r}: header entry {name!r} is malformed ({entry!r})") from err
+        itemsize = _SAFETENSORS_ITEMSIZE.get(dtype)
+        count = 1
+        for dim in shape:
+            count *= dim
+        if end > data_bytes or end < start or (itemsize is not None and end - start != count * itemsize):
+            raise CheckpointError(
+                f"weight file {path!r} is truncated or damaged: tensor {name!r} ({dtype} {list(shape)}) needs bytes "
+                f"{start}..{end} of a data section of {data_bytes} bytes"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def _torch_file_shapes(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of a ``torch.save`` file, loaded onto the meta device: only the archive's
+    directory and pickle are read, never the tensor data (a truncated archive fails here)."""
+    with fs.open(path, "rb") as handle:
+        tensors = torch.load(handle, map_location="meta", weights_only=True)
+    if not isinstance(tensors, Mapping):
+        raise CheckpointError(f"weight file {path!r} does not hold a state dict (got {type(tensors).__name__})")
+    return {k: tuple(v.shape) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+
+
+def stored_shapes(source: str) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of a ``save_pretrained`` directory, from the weight
+    files' headers alone (no tensor data is read, local or remote).
+
+    Raises:
+        CheckpointError: naming the directory or file when there are no weights, a file is missing,
+            truncated or unreadable, or a shard index names a tensor its shard does not hold.
+    """
+    fs, root = fsspec.core.url_to_fs(str(source))
+    files, weight_map = _weight_files(fs, root, source)
+    shapes: dict[str, tuple[int, ...]] = {}
+    by_file: dict[str, set[str]] = {}
+    for path in files:
+        if not fs.exists(path):
+            raise CheckpointError(f"weight file {path!r} listed by the shard index of {source!r} does not exist")
+        try:
+            found = _safetensors_shapes(fs, path) if path.endswith(".safetensors") else _torch_file_shapes(fs, path)
+        except CheckpointError:
+            raise
+        except Exception as err:  # any reader failure becomes one error naming the file
+            raise CheckpointError(f"could not read weight file {path!r}: {type(err).__name__}: {err}") from err
+        shapes.update(found)
+        by_file[path] = set(found)
+    if weight_map is not None:
+        misplaced = sorted(k for k, path in weight_map.items() if k not in by_file[path])
+        if misplaced:
+            raise CheckpointError(f"the shard index of {source!r} names tensors their shard does not hold: {_listing(misplaced)}")
+    return shapes
+
+
+def check_checkpoint(model: nn.Module, source: str) -> None:
+    """Check, without reading tensor data, that the weight files of ``source`` are whole and hold
+    every tensor ``model`` needs at its shape (build ``model`` on the meta device: nothing is
+    allocated). Raises :class:`CheckpointError` as :func:`check_state_dict` and
+    :func:`stored_shapes` do."""
+    shapes = stored_shapes(source)
+    check_state_dict(model, {k: torch.empty(shape, device="meta") for k, shape in shapes.items()}, source)
+
+
 def tied_aliases(model: nn.Module) -> dict[str, str]:
     """``{alias: key}`` for every state-dict key whose tensor is the same Parameter (or buffer)
     as an earlier key's, e.g. ``{"prior.fc_proj_out.weight": "prior.embed_tokens.weight"}``."""

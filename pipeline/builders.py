@@ -9,6 +9,7 @@ from typing import Any
 import fsspec
 import torch
 
+from models.checkpoint import check_checkpoint
 from models.config import JukeboxConfig
 from models.loading import load_model_config, load_prior, load_vqvae
 from models.presets import is_preset, preset_tokenizer_settings
@@ -28,8 +29,18 @@ def model_config(source: str) -> JukeboxConfig:
     if not is_preset(source):
         fs, root = fsspec.core.url_to_fs(source)
         if not fs.exists(root):
-            raise ValueError(f"model.checkpoint {source!r} does not exist")
+            raise ValueError(f"{source!r} does not exist (expected a save_pretrained directory, local or a URL)")
     return load_model_config(source)
+
+
+def check_checkpoint_weights(source: str, config: JukeboxConfig) -> None:
+    """Check a checkpoint's weight files (headers only: whole files, every tensor at its shape)
+    against the model ``config`` describes; :class:`~models.checkpoint.CheckpointError` if not."""
+    from models.jukebox import JukeboxModel  # the whole model, built on the meta device: nothing allocated
+
+    with torch.device("meta"):
+        model = JukeboxModel(config)
+    check_checkpoint(model, source)
 
 
 def geometries(config: JukeboxConfig) -> dict[int, LevelGeometry]:

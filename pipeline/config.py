@@ -22,6 +22,7 @@ from pipeline.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
     SamplingSpec,
     SongSpec,
     Stage,
+    check_seed,
     level_stage,
     stage_level,
 )
@@ -58,7 +59,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.preset is None and self.checkpoint is None:
-            raise ValueError("model: set model.preset (e.g. tiny) or model.checkpoint (a directory or URL), got neither")
+            raise ValueError("preset=null and checkpoint=null: set model.preset (e.g. tiny) or model.checkpoint (a directory or URL)")
+        check_seed(self.init_seed, "init_seed")
 
     @property
     def source(self) -> str:
@@ -66,12 +68,16 @@ class ModelSpec:
         return self.checkpoint if self.checkpoint is not None else str(self.preset)
 
 
+MAX_ACTORS = 10_000  # per stage; far beyond any cluster's GPUs for models of this size
+
+
 @dataclass(frozen=True)
 class PoolSpec:
     """Resources and behaviour of one stage's actor pool.
 
     Attributes:
-        num_actors: actors in the pool.
+        num_actors: actors in the pool (1 to ``MAX_ACTORS``: a pool's actors are reserved in
+            one placement group, packed one by one).
         num_cpus, num_gpus: per actor; ``num_gpus`` may be a fraction (several actors per GPU) or
             a whole number. A stage's GPUs are its own: fractional actors are packed onto whole
             GPUs reserved for the stage (or for its ``gpu_group``).
@@ -103,8 +109,8 @@ class PoolSpec:
     max_task_retries: int = 3
 
     def __post_init__(self) -> None:
-        if self.num_actors < 1:
-            raise ValueError(f"num_actors must be >= 1, got {self.num_actors}")
+        if not 1 <= self.num_actors <= MAX_ACTORS:
+            raise ValueError(f"num_actors must be between 1 and {MAX_ACTORS}, got {self.num_actors}")
         for name in ("num_cpus", "num_gpus", "batch_wait_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -178,10 +184,10 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         if not self.url.strip():
-            raise ValueError("output.url must be a path or URL, got an empty string")
+            raise ValueError("url must be a path or URL, got an empty string")
         if not 0 < self.lease_heartbeat_s < self.lease_stale_s:
-            raise ValueError(f"output.lease_heartbeat_s={self.lease_heartbeat_s} must be > 0 and below "
-                             f"output.lease_stale_s={self.lease_stale_s}")
+            raise ValueError(f"lease_heartbeat_s={self.lease_heartbeat_s} must be > 0 and below "
+                             f"lease_stale_s={self.lease_stale_s}")
 
 
 @dataclass(frozen=True)
@@ -205,11 +211,11 @@ class AudioSpec:
 
     def __post_init__(self) -> None:
         if self.wav_subtype not in ("PCM_16", "PCM_24", "PCM_32", "FLOAT"):
-            raise ValueError(f"audio.wav_subtype must be one of PCM_16, PCM_24, PCM_32, FLOAT, got {self.wav_subtype!r}")
+            raise ValueError(f"wav_subtype={self.wav_subtype!r}: expected one of PCM_16, PCM_24, PCM_32, FLOAT")
         if self.margin_tokens is not None and self.margin_tokens < 0:
-            raise ValueError(f"audio.margin_tokens must be >= 0 or null, got {self.margin_tokens}")
+            raise ValueError(f"margin_tokens must be >= 0 or null, got {self.margin_tokens}")
         if self.decode_tokens < 0:
-            raise ValueError(f"audio.decode_tokens must be >= 0, got {self.decode_tokens}")
+            raise ValueError(f"decode_tokens must be >= 0, got {self.decode_tokens}")
 
 
 @dataclass(frozen=True)
@@ -266,9 +272,9 @@ class EncodeSpec:
 
     def __post_init__(self) -> None:
         if self.input_url is not None and not self.input_url.strip():
-            raise ValueError("encode.input_url must be a path or URL, got an empty string")
+            raise ValueError("input_url must be a path or URL, got an empty string")
         if self.chunk_samples is not None and self.chunk_samples < 1:
-            raise ValueError(f"encode.chunk_samples must be >= 1 or null, got {self.chunk_samples}")
+            raise ValueError(f"chunk_samples must be >= 1 or null, got {self.chunk_samples}")
 
 
 @dataclass(frozen=True)
@@ -298,11 +304,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.mode is RunMode.ENCODE:
             if self.encode.input_url is None:
-                raise ValueError("encode.input_url: an encode-only run (mode=encode) needs a WAV/FLAC file or folder")
+                raise ValueError("encode.input_url=null: an encode-only run (mode=encode) needs a WAV/FLAC file or a folder of them")
         elif self.songs and self.songs_grid is not None:
             raise ValueError("songs and songs_grid are both given: describe the songs with one of them")
         elif not self.songs and self.songs_grid is None:
             raise ValueError("songs: the song list is empty; give at least one song (artist, genres, lyrics, duration_s) or a songs_grid")
+        check_seed(self.seed, "seed")
         seen: set[str] = set()
         for index, song in enumerate(self.songs):
             if song.id in seen:

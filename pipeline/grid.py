@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from models.prior.sampling import SamplingOptions
 from pipeline.spec import SAMPLING_STAGES, SamplingSpec, SongSpec, Stage, stage_level
 from pipeline.grid_files import OPTION_FIELDS, PROMPT_FIELDS, check_fields, flatten_fields, read_grid_file, read_text, resolve_grid_file
+from pipeline.urls import check_readable_url
 
 _SECTION_KEYS = ("file", "songs", "base", "product", "zip", "n_samples", "name")
 _HASH_CHARS = 12
@@ -184,6 +185,7 @@ class GridSpec:
             if not isinstance(url, str) or not url.strip():
                 raise ValueError(f"{where}.file: expected a path or URL, got {url!r}")
             url = resolve_grid_file(url)
+            check_readable_url(url, f"{where}.file")
             content = read_grid_file(url)
             base_dir = posixpath.dirname(url)
             if isinstance(content, list):

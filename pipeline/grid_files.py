@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.spec import SAMPLING_STAGES
+from pipeline.urls import check_readable_url
 
 PROMPT_FIELDS = ("prompt", "prompt_s")
 SONG_FIELDS = ("id", "artist", "genres", "lyrics", "lyrics_file", "duration_s", "seed", *PROMPT_FIELDS)
@@ -81,8 +82,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return genres
     if name in ("duration_s", "prompt_s") or option in ("temperature", "top_p"):
         number = _number(value, float)
-        if number is None or not math.isfinite(number):
+        if number is None:
             raise ValueError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
         if name in ("duration_s", "prompt_s") and number <= 0:
             raise ValueError(f"{where}: expected a duration > 0 seconds, got {value!r}")
         if option == "temperature" and number <= 0:
@@ -128,6 +131,8 @@ def _genres(value: Any) -> tuple[str, ...] | None:
 
 
 def read_text(url: str, where: str) -> str:
+    """The UTF-8 text of a file (lyrics), read by the driver; ValueError naming ``where``."""
+    check_readable_url(url, where)
     try:
         with fsspec.open(url, "r", encoding="utf-8") as handle:
             return handle.read()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import faults, reaper
 from pipeline.actors import StageFactory
+from pipeline.cluster import check_resources, cluster_nodes, local_ray_env
 from pipeline.config import RunConfig, RunMode, Stage, stage_level
 from pipeline.encode_run import run_encode
 from pipeline.encoding import ENCODE_MANIFEST_SCHEMA
@@ -97,7 +98,8 @@ def _connect(cfg: RunConfig) -> bool:
     spec = cfg.ray
     common: dict[str, Any] = dict(namespace=spec.namespace, runtime_env=spec.runtime_env or None)
     if spec.address is None:
-        ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
+        with local_ray_env():  # no auth-token warning, nothing written under the home directory
+            ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
         _watchdogs.append(reaper.watch())  # its processes end with this one, however it ends
     else:
         ray.init(address=spec.address, **common)
@@ -150,7 +152,7 @@ def _log_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
         return
     levels = ", ".join(f"{name} {v['windows']} windows / {v['tokens']} tokens" for name, v in plan["levels"].items())
     logger.info(
-        "plan: %d song(s), %.1f s of audio, %d windows, %d tokens (%s); %d song(s) in flight",
+        "plan: %d song(s), %.1f s of audio, %d windows, %d tokens (%s); at most %d song(s) in flight",
         plan["songs"], plan["audio_seconds"], plan["windows"], plan["tokens"], levels, plan["songs_in_flight"],
     )
 
@@ -211,6 +213,14 @@ def _run_leased(
 
     def connect(run_cfg: RunConfig) -> bool:
         started = _connect(run_cfg)
+        # bad input only the live cluster shows (no GPU, a missing resource or label), before any
+        # placement group or actor exists
+        try:
+            check_resources(run_cfg, needed_stages(run_cfg, prompts=validated.needs_encoder), cluster_nodes(), "the Ray cluster")
+        except ValueError:
+            if started:
+                _disconnect()
+            raise
         session.update(_ray_session())
         return started and not keep_ray
 

@@ -5,6 +5,7 @@ Shared by the run config (:mod:`pipeline.config`), song grids (:mod:`pipeline.gr
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -49,6 +50,16 @@ def level_stage(level: int) -> Stage:
         if value == level:
             return stage
     raise ValueError(f"level must be one of {sorted(_STAGE_LEVEL.values())}, got {level!r}")
+
+
+# Seeds are stored in the manifest as int64.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_seed(value: int | None, name: str) -> None:
+    """ValueError naming ``name`` unless ``value`` (a seed, None = derived) fits in an int64."""
+    if value is not None and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{name}={value} is out of range: seeds are 64-bit integers, {INT64_MIN} to {INT64_MAX}")
 
 
 _SONG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -112,24 +123,23 @@ class SongSpec:
     prompt_s: float | None = None
 
     def __post_init__(self) -> None:
+        # messages start with the field's name: callers prefix where the song came from
         if not _SONG_ID.fullmatch(self.id):
-            raise ValueError(f"song id {self.id!r} is invalid: expected 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit")
+            raise ValueError(f"id={self.id!r} is invalid: expected 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit")
         if not self.genres or any(not g.strip() for g in self.genres):
-            raise ValueError(f"song {self.id!r}: genres must be one or more non-empty names, got {list(self.genres)}")
+            raise ValueError(f"genres={list(self.genres)}: expected one or more non-empty names")
         if not self.artist.strip():
-            raise ValueError(f"song {self.id!r}: artist must be a non-empty name")
-        if not self.duration_s > 0:
-            raise ValueError(f"song {self.id!r}: duration_s must be > 0 seconds, got {self.duration_s}")
+            raise ValueError(f"artist={self.artist!r}: expected a non-empty name")
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"duration_s={self.duration_s}: expected a finite number of seconds > 0")
+        check_seed(self.seed, "seed")
         if self.prompt is not None:
-            try:
-                PromptRef.parse(self.prompt)
-            except ValueError as err:
-                raise ValueError(f"song {self.id!r}: {err}") from None
+            PromptRef.parse(self.prompt)  # its errors start with "prompt"
         if self.prompt_s is not None:
             if self.prompt is None:
-                raise ValueError(f"song {self.id!r}: prompt_s={self.prompt_s} needs a prompt")
-            if not 0 < self.prompt_s < self.duration_s:
-                raise ValueError(f"song {self.id!r}: prompt_s must be > 0 and below duration_s={self.duration_s}, got {self.prompt_s}")
+                raise ValueError(f"prompt_s={self.prompt_s} needs a prompt")
+            if not (math.isfinite(self.prompt_s) and 0 < self.prompt_s < self.duration_s):
+                raise ValueError(f"prompt_s={self.prompt_s}: expected seconds > 0 and below duration_s={self.duration_s}")
 
     @property
     def prompt_ref(self) -> PromptRef | None:

@@ -7,6 +7,8 @@ and wrong types with a ``ValueError`` that names the key path (``stages.top.num_
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -21,19 +23,42 @@ def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
         raise ValueError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+        given = ", ".join(f"{_join(path, str(k))}={data[k]!r}" for k in unknown)
+        raise ValueError(f"unknown config key(s) {given}; {where} has only {sorted(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{path}.{f.name}" if path else f.name)
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(path, f.name))
     try:
         return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"{where}: {err}") from err
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from err
+    except (TypeError, ValueError) as err:
+        raise ValueError(qualify(path, str(err), names, cls.__name__)) from err
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+_FIRST_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def qualify(path: str, message: str, names: set[str], class_name: str = "") -> str:
+    """A dataclass's validation message with the key path in front.
+
+    A message that starts with one of the class's field ``names`` (``max_batch must be >= 1``,
+    ``SamplingOptions.temperature must be ...``) gets the path joined to that name
+    (``stages.top.max_batch must be >= 1``); any other gets ``"{path}: "`` in front.
+    """
+    if class_name and message.startswith(f"{class_name}."):
+        message = message[len(class_name) + 1:]
+    if not path:
+        return message
+    first = _FIRST_WORD.match(message)
+    if first is not None and first.group() in names:
+        return f"{path}.{message}"
+    return f"{path}: {message}"
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
@@ -82,7 +107,14 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        # no option of a run means anything by inf or nan (durations, timeouts, resources...)
+        if not math.isfinite(number):
+            raise ValueError(f"{path}={value!r}: expected a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ValueError(f"{path}: expected a string, got {value!r}")

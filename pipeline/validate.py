@@ -1,11 +1,16 @@
-"""Checks of a run against its model and output, before Ray starts or any weights load.
+"""Checks of a run against its model, inputs, output and resources, before Ray starts or any
+weights load.
 
 Only the model's config and vocabulary are read (a preset's YAML or a checkpoint's
-``config.json`` and vocabulary files), plus the headers of prompt and input audio files, so a bad
-song list or grid, an unknown artist or genre, an unknown preset, a missing checkpoint, an
-unreadable audio file or an unwritable output URL fails in seconds, with a message naming the
-field, instead of after minutes of model loading. Songs are checked one at a time as the grid
-expands: nothing but their ids (for duplicates) is held.
+``config.json`` and vocabulary files), the headers of the checkpoint's weight files (every tensor
+present at the shape the config gives, no file truncated: :func:`models.checkpoint.check_checkpoint`),
+and the headers of prompt and input audio files. So a bad song list or grid, an unknown artist or
+genre, an unknown preset or one whose YAML does not parse, a missing or damaged checkpoint, an
+unreadable audio file, a URL whose file system the run's processes do not share
+(:mod:`pipeline.urls`), an unwritable output or resources a local Ray will not have
+(:mod:`pipeline.cluster`) fail in seconds, with a message naming the field and the value, instead of
+after minutes of model loading. Songs are checked one at a time as the grid expands: nothing but
+their ids (for duplicates) is held.
 """
 from __future__ import annotations
 
@@ -13,20 +18,28 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
+import yaml
+
 from models.config import JukeboxConfig
 from models.presets import available_presets, is_preset
 from models.windows import LevelGeometry, length_for_seconds
 from pipeline import builders
 from pipeline.audio_input import AudioSource, scan_audio
+from pipeline.cluster import check_resources, describe_local, local_nodes
 from pipeline.config import N_LEVELS, RunConfig, RunMode, stage_level
 from pipeline.grid import GridSong, duplicate_error
 from pipeline.plan import PlanCounter
+from pipeline.pools import needed_stages
 from pipeline.prompts import available_samples
 from pipeline.spec import SongSpec
 from pipeline.storage import RunStorage
+from pipeline.urls import check_shared_url
 from pipeline.vocabulary import VocabularyCheck, check_vocabulary, load_tokenizer
 
 logger = logging.getLogger(__name__)
+
+_MAX_SAMPLES = 2**62  # durations beyond this many samples are refused before lengths are computed
 
 
 @dataclass(frozen=True)
@@ -72,14 +85,24 @@ class ValidatedRun:
 
 
 def _model_config(cfg: RunConfig) -> JukeboxConfig:
+    """The model's config; for a checkpoint, its weight files' headers are checked against it."""
     spec = cfg.model
     if spec.checkpoint is None and not is_preset(str(spec.preset)):
-        raise ValueError(f"model.preset: unknown preset {spec.preset!r}; expected one of {available_presets()} or set model.checkpoint")
+        raise ValueError(f"model.preset={spec.preset!r}: unknown preset; expected one of {available_presets()}, a "
+                         "preset YAML file, or set model.checkpoint")
+    field_name = "model.checkpoint" if spec.checkpoint is not None else "model.preset"
+    if spec.checkpoint is not None:
+        check_shared_url(spec.checkpoint, field_name)  # every actor loads its weights from there
     try:
-        return builders.model_config(spec.source)
-    except ValueError as err:
-        field_name = "model.checkpoint" if spec.checkpoint is not None else "model.preset"
-        raise ValueError(f"{field_name}: {err}") from err
+        config = builders.model_config(spec.source)
+        if spec.checkpoint is not None:
+            builders.check_checkpoint_weights(spec.checkpoint, config)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{field_name}={spec.source!r}: not valid YAML: {err}") from err
+    except (ValueError, TypeError, KeyError, OSError) as err:  # a malformed config.json / preset file
+        reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{field_name}={spec.source!r}: {reason}") from err
+    return config
 
 
 def _where(cfg: RunConfig, item: GridSong, index: int) -> str:
@@ -118,6 +141,8 @@ def _validate_songs(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, 
             raise duplicate_error(first, item) if cfg.songs_grid is not None else ValueError(
                 f"songs[{index}].id: duplicate song id {song.id!r}; every song needs its own id")
         where = f"{_where(cfg, item, index)}.duration_s={song.duration_s}"
+        if not song.duration_s * model.sampling_rate < _MAX_SAMPLES:  # not even a sample count
+            raise ValueError(f"{where}: not below the model's max_duration={model.max_duration} s")
         total = partial.total_length(song)
         if total not in checked_lengths:
             _check_length(model, top, total, where)
@@ -130,8 +155,11 @@ def _validate_songs(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, 
         prompt_samples = 0
         if song.prompt is not None:
             if song.prompt not in prompts:
+                ref = song.prompt_ref
+                check_shared_url(ref.audio if ref.audio is not None else str(ref.dataset),  # actors read it
+                                 f"{_where(cfg, item, index)}.prompt")
                 try:
-                    prompts[song.prompt] = available_samples(song.prompt_ref, model.sampling_rate, raw)
+                    prompts[song.prompt] = available_samples(ref, model.sampling_rate, raw)
                 except ValueError as err:
                     raise ValueError(f"{_where(cfg, item, index)}: {err}") from err
             prompt_samples = partial.song_prompt_samples(song)
@@ -162,6 +190,7 @@ def _validate_songs(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, 
 def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int, LevelGeometry]) -> ValidatedRun:
     """The input files of an encode-only run: all readable, none shorter than a top-level token."""
     url = str(cfg.encode.input_url)
+    check_shared_url(url, "encode.input_url")  # the encode actors read the files
     try:
         sources = scan_audio(url, skip_other_files=cfg.encode.skip_other_files)
     except ValueError as err:
@@ -180,6 +209,7 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
 
 def validate_run(cfg: RunConfig) -> ValidatedRun:
     """Check everything that can be checked before loading models; ValueError naming the field."""
+    check_shared_url(cfg.output.url, "output.url")
     model = _model_config(cfg)
     if model.nb_priors != N_LEVELS:
         raise ValueError(f"model {cfg.model.source!r} has {model.nb_priors} priors; the pipeline runs {N_LEVELS}-level Jukebox models")
@@ -188,6 +218,11 @@ def validate_run(cfg: RunConfig) -> ValidatedRun:
         validated = _validate_encode(cfg, model, geometries)
     else:
         validated = _validate_songs(cfg, model, geometries)
+    if cfg.ray.address is None and not ray.is_initialized():
+        # a local Ray is to be started: what the config fixes of it is known now (the live
+        # cluster is checked once connected, before any placement group: runner.run)
+        stages = needed_stages(cfg, prompts=validated.needs_encoder)
+        check_resources(cfg, stages, local_nodes(cfg), describe_local(cfg))
     if not cfg.dry_run:
         RunStorage(cfg.output.url).check_writable()
     return validated

@@ -21,6 +21,7 @@ from typing import TextIO
 from models.tokenizer import JukeboxTokenizer, LabelVersion, NameKind
 from models.vocabulary import lookup_form, strip_accents
 from pipeline.builders import build_tokenizer
+from pipeline.errors import program_name, raise_usage_errors, report
 from pipeline.spec import SongSpec
 from pipeline.grid import GridSong
 
@@ -69,9 +70,9 @@ class VocabularyCheck:
 
     def __post_init__(self) -> None:
         by_song: dict[str, list[str]] = {}
-        for report in self.unknown:
-            for song_id in report.songs:
-                by_song.setdefault(song_id, []).append(report.label)
+        for unknown in self.unknown:
+            for song_id in unknown.songs:
+                by_song.setdefault(song_id, []).append(unknown.label)
         object.__setattr__(self, "_by_song", by_song)
 
     @property
@@ -138,8 +139,8 @@ def check_vocabulary(songs: Iterable[SongSpec | GridSong], tokenizer: JukeboxTok
     if unknown and not allow_unknown:
         raise ValueError(
             f"{len(unknown)} artist/genre name(s) are not in the model's vocabulary and would be encoded as the "
-            f"unknown id 0:\n{check.describe()}\nFix the names (list them with `python -m pipeline.vocabulary "
-            f"--search TEXT`), or set allow_unknown_names=true to run with them."
+            f"unknown id 0:\n{check.describe()}\nFix the names (list them with `jukebox-vocab --search TEXT` or "
+            f"`python -m pipeline.vocabulary --search TEXT`), or set allow_unknown_names=true to run with them."
         )
     return check
 
@@ -156,20 +157,23 @@ def list_names(tokenizer: JukeboxTokenizer, kind: NameKind | str, version: Label
     return [name for name in names if query in strip_accents(name).lower()]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
-    """List and search the artists or genres a model knows, per label version of its priors."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.vocabulary", description=main.__doc__)
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, prog: str | None = None) -> int:
+    """List and search the artists or genres a model knows, per label version of its priors.
+
+    Bad usage or an unknown model prints one ``error:`` line and returns 2."""
+    parser = argparse.ArgumentParser(prog=prog or program_name("pipeline.vocabulary"), description=main.__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="preset name (tiny, 1b_lyrics, 5b, 5b_lyrics) or a tokenizer directory")
     parser.add_argument("--kind", choices=("artists", "genres"), default="artists")
     parser.add_argument("--search", default=None, help="show only names containing TEXT (case and accents ignored)")
     parser.add_argument("--limit", type=int, default=None, help="show at most N names per label version")
-    args = parser.parse_args(argv)
-    if args.limit is not None and args.limit < 0:
-        parser.error(f"--limit must be >= 0, got {args.limit}")
+    raise_usage_errors(parser)
     try:
+        args = parser.parse_args(argv)
+        if args.limit is not None and args.limit < 0:
+            raise ValueError(f"--limit={args.limit}: expected a number >= 0")
         tokenizer = load_tokenizer(args.model)
     except ValueError as err:
-        parser.error(str(err))
+        return report(err)
     kind = NameKind.ARTIST if args.kind == "artists" else NameKind.GENRE
     for version in dict.fromkeys(tokenizer.version):
         priors = [str(i) for i, v in enumerate(tokenizer.version) if v is version]

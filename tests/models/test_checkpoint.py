@@ -1,9 +1,19 @@
 """save_pretrained directories: the files transformers writes are read tensor for tensor."""
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, assign_state_dict, check_state_dict, read_state_dict, save_pretrained_state_dict
+from models.checkpoint import (
+    CheckpointError,
+    assign_state_dict,
+    check_checkpoint,
+    check_state_dict,
+    read_state_dict,
+    save_pretrained_state_dict,
+    stored_shapes,
+)
 from models.presets import load_preset
 
 transformers = pytest.importorskip("transformers")
@@ -90,3 +100,68 @@ def test_assign_takes_tensors_over_on_meta_device():
     assign_state_dict(toy, state, "toy")
     assert toy.proj.weight.data_ptr() == state["proj.weight"].data_ptr()
     assert not any(t.is_meta for t in toy.state_dict().values())
+
+
+def _meta_vqvae(config=None):
+    from models.vqvae import JukeboxVQVAE
+
+    with torch.device("meta"):
+        return JukeboxVQVAE(config if config is not None else load_preset("tiny").vqvae_config)
+
+
+@pytest.mark.parametrize("safe", [True, False])
+@pytest.mark.parametrize("shard", ["5GB", "20KB"])
+def test_check_checkpoint_reads_the_shapes_transformers_writes(reference_vqvae, tmp_path, safe, shard):
+    reference_vqvae.save_pretrained(str(tmp_path), safe_serialization=safe, max_shard_size=shard)
+    shapes = stored_shapes(str(tmp_path))
+    assert shapes == {k: tuple(v.shape) for k, v in reference_vqvae.state_dict().items()}
+    check_checkpoint(_meta_vqvae(), str(tmp_path))
+
+
+def test_check_checkpoint_reads_headers_through_fsspec(reference_vqvae):
+    save_pretrained_state_dict(load_preset("tiny").vqvae_config, reference_vqvae.state_dict(), "memory://headers/x",
+                               max_shard_size="30KB")
+    check_checkpoint(_meta_vqvae(), "memory://headers/x")
+
+
+@pytest.mark.parametrize("keep", ["8 bytes", "half the header", "half", "all but one byte"])
+def test_a_truncated_safetensors_file_is_named(reference_vqvae, tmp_path, keep):
+    reference_vqvae.save_pretrained(str(tmp_path))
+    weights = tmp_path / "model.safetensors"
+    size = weights.stat().st_size
+    header = int.from_bytes(weights.read_bytes()[:8], "little")
+    length = {"8 bytes": 8, "half the header": 8 + header // 2, "half": size // 2, "all but one byte": size - 1}[keep]
+    with open(weights, "r+b") as handle:  # as `truncate -s` leaves it
+        handle.truncate(length)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.* (truncated|damaged)"):
+        check_checkpoint(_meta_vqvae(), str(tmp_path))
+
+
+def test_damaged_or_incomplete_torch_files_and_shards_are_named(reference_vqvae, tmp_path):
+    whole = tmp_path / "bin"
+    reference_vqvae.save_pretrained(str(whole), safe_serialization=False)
+    with open(whole / "pytorch_model.bin", "r+b") as handle:
+        handle.truncate((whole / "pytorch_model.bin").stat().st_size - 100)
+    with pytest.raises(CheckpointError, match=r"could not read weight file .*pytorch_model\.bin"):
+        check_checkpoint(_meta_vqvae(), str(whole))
+    sharded = tmp_path / "sharded"
+    reference_vqvae.save_pretrained(str(sharded), max_shard_size="20KB")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match=rf"weight file .*{shards[1].name}' listed by the shard index .* does not exist"):
+        check_checkpoint(_meta_vqvae(), str(sharded))
+    reference_vqvae.save_pretrained(str(sharded), max_shard_size="20KB")
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    moved = next(iter(index["weight_map"]))
+    index["weight_map"][moved] = next(name for name in index["weight_map"].values() if name != index["weight_map"][moved])
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=rf"names tensors their shard does not hold: {moved}"):
+        check_checkpoint(_meta_vqvae(), str(sharded))
+
+
+def test_a_checkpoint_of_another_shape_is_listed_without_reading_tensors(reference_vqvae, tmp_path):
+    reference_vqvae.save_pretrained(str(tmp_path))
+    wider = load_preset("tiny").vqvae_config
+    wider.embed_dim *= 2
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*shape mismatches"):
+        check_checkpoint(_meta_vqvae(wider), str(tmp_path))

@@ -58,9 +58,10 @@ def test_overrides_reach_every_part(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+stages.top.num_gpu=1", r"stages\.top: unknown key\(s\) \['num_gpu'\]"),
-        ("stages.top.num_gpus=-1", r"stages\.top: num_gpus must be >= 0"),
-        ("stages.decode.num_actors=0", r"stages\.decode: num_actors must be >= 1"),
+        ("+stages.top.num_gpu=1", r"unknown config key\(s\) stages\.top\.num_gpu=1; stages\.top has only"),
+        ("stages.top.num_gpus=-1", r"stages\.top\.num_gpus must be >= 0, got -1"),
+        ("stages.decode.num_actors=0", r"stages\.decode\.num_actors must be between 1 and 10000, got 0"),
+        ("stages.top.num_gpus=inf", r"stages\.top\.num_gpus=inf: expected a finite number"),
         ("stages.top.num_gpus=1.5", r"whole number"),
         ("stages.middle.max_batch=0", r"max_batch must be >= 1"),
         ("sampling.levels=[top,bottom]", r"a level needs the one above it"),
@@ -68,13 +69,18 @@ def test_overrides_reach_every_part(tmp_path):
         ("sampling.top.temperature=0", r"temperature"),
         ("sampling.bottom.top_p=1.5", r"top_p"),
         ("songs=[]", r"song list is empty"),
-        ("songs.0.duration_s=-1", r"songs\[0\].*duration_s must be > 0"),
+        ("songs.0.duration_s=-1", r"songs\[0\]\.duration_s=-1\.0: expected a finite number of seconds > 0"),
+        ("songs.0.duration_s=inf", r"songs\[0\]\.duration_s=inf: expected a finite number"),
+        ("songs.0.seed=9223372036854775808", r"songs\[0\]\.seed=9223372036854775808 is out of range"),
+        ("seed=-9223372036854775809", r"^seed=-9223372036854775809 is out of range"),
+        ("model.init_seed=99999999999999999999", r"model\.init_seed=99999999999999999999 is out of range"),
         ("songs.1.id=country_morning", r"duplicate song id 'country_morning'"),
-        ("songs.0.id='bad id!'", r"song id 'bad id!' is invalid"),
-        ("songs.0.genres=[]", r"genres must be one or more"),
+        ("songs.0.id='bad id!'", r"songs\[0\]\.id='bad id!' is invalid"),
+        ("songs.0.genres=[]", r"songs\[0\]\.genres=\[\]: expected one or more"),
         ("+songs.0.lyrics_file=/nonexistent/lyrics.txt", r"either lyrics or lyrics_file"),
         ("scheduler.max_songs_in_flight=0", r"max_songs_in_flight must be >= 1"),
         ("audio.decode_tokens=-1", r"audio\.decode_tokens must be >= 0"),
+        ("sampling.top.temperature=0", r"sampling\.top\.temperature must be a finite number > 0, got 0"),
         ("songs_grid={product: {seed: [1, 2]}, zip: {seed: [3]}}", r"songs_grid: field 'seed' is set by both"),
         ("+songs_grid.nope=1", r"songs_grid: unknown key\(s\) \['nope'\]"),
         ("scheduler.mode=fastest", r"scheduler\.mode: 'fastest' is not one of"),
@@ -132,7 +138,7 @@ def test_songs_in_flight_are_three_cohorts_of_the_stage_batching_most():
 
 
 def test_encode_mode_needs_an_input_and_ignores_songs(tmp_path):
-    with pytest.raises(ValueError, match=r"encode\.input_url: an encode-only run \(mode=encode\) needs"):
+    with pytest.raises(ValueError, match=r"encode\.input_url=null: an encode-only run \(mode=encode\) needs"):
         _run_config("mode=encode")
     cfg = _run_config("mode=encode", f"encode.input_url={tmp_path}", "encode.chunk_samples=4096")
     assert cfg.mode is RunMode.ENCODE and cfg.songs == () and cfg.n_songs() == 0 and list(cfg.iter_songs()) == []
@@ -154,7 +160,7 @@ def test_prompts_are_checked_as_songs_are_read():
     assert (cfg.songs[1].prompt_ref.dataset, cfg.songs[1].prompt_ref.song_id) == ("s3://bucket/encoded", "intro_2")
     with pytest.raises(ValueError, match=r"prompt_s=0\.5 needs a prompt"):
         _run_config("songs.0.prompt_s=0.5")
-    with pytest.raises(ValueError, match=r"prompt_s must be > 0 and below duration_s=1\.0"):
+    with pytest.raises(ValueError, match=r"songs\[0\]\.prompt_s=2\.0: expected seconds > 0 and below duration_s=1\.0"):
         _run_config("songs.0.prompt=/a.wav", "songs.0.prompt_s=2")
 
 

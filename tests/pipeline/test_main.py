@@ -18,7 +18,12 @@ def test_job_dirname_is_the_jobs_overrides_made_safe():
     assert job_dirname(["sampling.top.temperature=0.9", "output.url=/x"], 3) == "sampling.top.temperature=0.9"
     # sorted, so the same job gets the same directory whatever the order on the command line
     assert job_dirname(["b=2", "a=1"], 0) == job_dirname(["a=1", "b=2"], 5) == "a=1,b=2"
-    assert job_dirname(["songs_grid=/data/my grid.yaml"], 0) == "songs_grid=_data_my_grid.yaml"
+    # a name made safe gets a hash of the exact overrides: values that differ only in unsafe
+    # characters (as Hydra passes them: a space escaped) still get their own directories
+    safe = job_dirname(["songs_grid=/data/my grid.yaml"], 0)
+    assert safe.startswith("songs_grid=_data_my_grid.yaml-") and len(safe) == len("songs_grid=_data_my_grid.yaml-") + 8
+    assert job_dirname(["songs.0.lyrics=a\\ b"], 0) != job_dirname(["songs.0.lyrics=a/b"], 1)
+    assert job_dirname(["songs.0.lyrics=a/b"], 0) == job_dirname(["songs.0.lyrics=a/b"], 7)  # stable: a rerun resumes
     assert job_dirname([], 4) == job_dirname(["+output.url=s3://b/r"], 4) == "job4"
     long = [f"songs.{i}.seed={i}" for i in range(40)]
     name = job_dirname(long, 0)
@@ -67,6 +72,23 @@ def test_a_sweep_writes_one_output_per_job_on_one_ray_session(tmp_path):
         summary = runs[-1]
         assert len(runs) == 2 and runs[0]["skipped"] == 0  # the first run's figures are kept
         assert summary["skipped"] == 2 and summary["ray"] is None
+
+
+@pytest.mark.slow
+def test_sweep_values_that_differ_only_in_unsafe_characters_get_their_own_outputs(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="raysw"), "RAY_AUTH_MODE": "disabled"}
+    command = [
+        sys.executable, "-m", "pipeline", "-m", "songs=[{id: one, artist: Alan Jackson, genres: [country], lyrics: x, duration_s: 0.5}]",
+        "songs.0.lyrics=a b,a/b", "sampling.levels=[top]",
+        f"output.url={out}", "ray.num_cpus=4", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    jobs = sorted(out.iterdir())
+    assert len(jobs) == 2 and all(job.name.startswith("songs.0.lyrics=a_b-") for job in jobs)
+    lyrics = {pq.read_table(job / "manifest.parquet").to_pylist()[0]["lyrics"] for job in jobs}
+    assert lyrics == {"a b", "a/b"}
 
 
 def test_bad_input_prints_its_message_alone_and_exits_2(tmp_path):

@@ -54,18 +54,34 @@ def test_stages_hold_disjoint_gpu_sets(ray_session, make_cfg):
     assert len(result.rows) == 2
 
 
-@pytest.mark.parametrize(
-    "override, needle",
-    [("stages.top.num_gpus=8", "'GPU': 8.0"), ("+stages.bottom.label_selector={zone: mars}", "{'zone': 'mars'}")],
-)
-def test_unplaceable_stage_fails_with_a_clear_message(ray_session, make_cfg, override, needle):
-    cfg = make_cfg(override, "ray.placement_timeout_s=1.0")
-    started = time.monotonic()
-    with pytest.raises(PlacementError) as err:
-        run(cfg, factories=counting_factories())
-    assert time.monotonic() - started < 20
+def test_a_stage_whose_resources_are_held_fails_with_a_clear_message(ray_session, make_cfg):
+    """A request the cluster could hold (so the check before placement lets it through) while other
+    work holds the resources: placement gives up after placement_timeout_s, naming the stage."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    blocker = placement_group([{"GPU": 1.0}] * 4, strategy="PACK")  # every fake GPU of the session
+    ray_session.get(blocker.ready(), timeout=60)
+    try:
+        cfg = make_cfg("stages.top.num_gpus=1", "ray.placement_timeout_s=1.0")
+        started = time.monotonic()
+        with pytest.raises(PlacementError) as err:
+            run(cfg, factories=counting_factories())
+        assert time.monotonic() - started < 20
+    finally:
+        remove_placement_group(blocker)
     message = str(err.value)
-    assert "within ray.placement_timeout_s=1.0 s" in message and needle in message and "The cluster has" in message
-    assert ray_session.util.placement_group_table() is not None
+    assert "within ray.placement_timeout_s=1.0 s" in message and "'GPU': 1.0" in message and "The cluster has" in message
     leftover = [pg for pg in ray_session.util.placement_group_table().values() if pg["state"] != "REMOVED"]
     assert leftover == []
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [("stages.top.num_gpus=8", "stages.top.num_gpus=8"), ("+stages.bottom.label_selector={zone: mars}", "{'zone': 'mars'}")],
+)
+def test_a_stage_the_cluster_can_never_hold_fails_before_placement(ray_session, make_cfg, override, needle):
+    groups = len(ray_session.util.placement_group_table())
+    with pytest.raises(ValueError, match="no node of the Ray cluster") as err:
+        run(make_cfg(override), factories=counting_factories())
+    assert needle in str(err.value)
+    assert len(ray_session.util.placement_group_table()) == groups  # not even a placement group was made

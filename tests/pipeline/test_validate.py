@@ -17,13 +17,13 @@ def no_ray(monkeypatch):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.preset=7b_lyrics"], r"model\.preset: unknown preset '7b_lyrics'; expected one of \[.*'tiny'"),
-        (["model.checkpoint=/nonexistent/jukebox"], r"model\.checkpoint: .*'/nonexistent/jukebox' does not exist"),
+        (["model.preset=7b_lyrics"], r"model\.preset='7b_lyrics': unknown preset; expected one of \[.*'tiny'"),
+        (["model.checkpoint=/nonexistent/jukebox"], r"model\.checkpoint='/nonexistent/jukebox': .* does not exist"),
         (["songs.0.duration_s=0.001"], r"songs\[0\] \('country_morning'\)\.duration_s=0\.001: shorter than one top-level token"),
         (["songs.1.duration_s=700"], r"songs\[1\] \('jazz_night'\)\.duration_s=700.*max_duration=600"),
         (["songs=[]"], r"song list is empty"),
         (["sampling.levels=[middle]"], r"a level needs the one above it"),
-        (["stages.bottom.num_cpus=-1"], r"stages\.bottom: num_cpus must be >= 0"),
+        (["stages.bottom.num_cpus=-1"], r"stages\.bottom\.num_cpus must be >= 0, got -1"),
     ],
 )
 def test_bad_input_fails_before_ray(no_ray, make_cfg, overrides, message):

@@ -1,0 +1,57 @@
+"""How the command-line tools report bad input: one line on stderr, ``error: ...``, exit status 2.
+
+Messages of several lines (a list of unknown names, of unreadable files) are joined into one, so
+a script or a person sees exactly one line per failure; ``HYDRA_FULL_ERROR=1`` shows tracebacks
+instead (for ``python -m pipeline``, as Hydra does).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn, TextIO
+
+EXIT_BAD_INPUT = 2
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+
+def full_errors() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(FULL_ERROR_ENV) == "1"
+
+
+def one_line(message: object) -> str:
+    """``message`` on one line: its non-blank lines stripped and joined (with a space after a
+    line ending in ``:``, else with ``; ``)."""
+    out = ""
+    for line in str(message).splitlines():
+        line = line.strip()
+        if line:
+            out = line if not out else f"{out}{' ' if out.endswith(':') else '; '}{line}"
+    return out
+
+
+def report(message: object, stream: TextIO | None = None) -> int:
+    """Print ``error: <message on one line>`` to stderr; returns the exit status of bad input (2)."""
+    print(f"error: {one_line(message)}", file=stream if stream is not None else sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def program_name(module: str) -> str:
+    """How the user started the program: ``python -m <module>``, or a console script's name
+    (``jukebox-vocab``)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name.endswith(".py") or name in ("-", "-c", "-m"):
+        return f"python -m {module}"
+    return name
+
+
+def raise_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` raise ``ValueError`` on bad usage (instead of printing usage and exiting),
+    so the caller reports it like any bad input: one line, pointing to ``--help``."""
+
+    def error(message: str) -> NoReturn:
+        raise ValueError(f"{message} (see {parser.prog} --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
