@@ -42,7 +42,11 @@ def run_encode(
 ) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int]:
     """Encode every file of ``validated.sources``; (summary, actors, skipped files, files)."""
     init_seed = cfg.model.init_seed if cfg.model.checkpoint is None else None
-    tasks = [EncodeFileTask(source, index, cfg.model.source, init_seed) for index, source in enumerate(validated.sources)]
+    tasks = [
+        EncodeFileTask(source, index, cfg.model.source, init_seed,
+                       validated.labels[source.song_id].to_row() if source.song_id in validated.labels else None)
+        for index, source in enumerate(validated.sources)
+    ]
     done = storage.done_songs()
     skipped: list[str] = []
     todo = []
@@ -60,7 +64,8 @@ def run_encode(
                 "output.url, or delete its files to encode it again"
             )
         skipped.append(song_id)
-        sink({**marker["row"], "song_index": task.index})
+        # labels do not decide the tokens: a rerun with a new labels manifest relabels finished files
+        sink({**marker["row"], **(task.labels or {}), "song_index": task.index})
     progress = Progress([Stage.ENCODE], cfg.scheduler.progress_interval_s)
     actors: dict[str, list[dict[str, Any]]] = {}
     if todo:

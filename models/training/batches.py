@@ -108,6 +108,6 @@ def prior_inputs(prior: JukeboxPrior, songs: Sequence[TokenSong], picks: Sequenc
         upper = torch.from_numpy(np.stack([
             songs[p.item].upper[p.start // ratio : (p.start + n_ctx) // ratio] for p in picks
         ]).astype(np.int64))
-    rows = [torch.from_numpy(np.asarray(songs[p.item].labels, dtype=np.int64)) for p in picks]
+    rows = [torch.tensor(songs[p.item].labels, dtype=torch.long) for p in picks]  # a copy: the corpus may be read-only
     metadata = prior.get_metadata(rows, [p.start for p in picks], [songs[p.item].total_length for p in picks], 0)
     return tokens, upper, metadata

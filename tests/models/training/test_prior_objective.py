@@ -12,10 +12,10 @@ from models.prior import JukeboxPrior
 from models.training import CropSampler, OptimizerSettings, PriorObjective, TokenSong, prior_inputs, step_seed, train_step
 from tests.models.prior import COMMON, VARIANTS
 
-# (variant, merged_decoder): the 1b_lyrics merged top prior, the 5b_lyrics top prior with its own
+# (variant, merged_decoder): the 1b_lyrics merged top prior (tied as released, or not), the 5b_lyrics top prior with its own
 # lyrics encoder, the 5b top prior, and upsamplers with the output head tied to the embedding
 # (merged_decoder=False, as released) or not.
-CASES = [("merged_lyrics", True), ("separate_lyrics", False), ("no_lyrics", True), ("upsampler_1", False), ("upsampler_2", True)]
+CASES = [("merged_lyrics", True), ("merged_lyrics", False), ("separate_lyrics", False), ("no_lyrics", True), ("upsampler_1", False), ("upsampler_2", True)]
 
 
 def build_prior(variant: str, merged_decoder: bool, seed: int = 0) -> JukeboxPrior:
