@@ -9,6 +9,7 @@ songs, before Ray Train starts a worker.
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,6 +220,14 @@ def _prior_data(cfg: RunConfig, spec: TrainSpec, model: JukeboxConfig) -> tuple[
     return prior.n_ctx, align, tuple(songs), skipped
 
 
+def _worker_visible(source: str) -> str:
+    """A model source as workers find it: Ray Train runs them in another working directory, so a
+    relative checkpoint or preset-file path becomes absolute (preset names and URLs stay)."""
+    if "://" in source or source in available_presets() or not os.path.exists(source):
+        return source
+    return os.path.abspath(source)
+
+
 def validate_train(cfg: RunConfig) -> TrainPlan:
     """Check a training run against its model and data; ValueError naming the setting."""
     spec = cfg.train
@@ -245,8 +254,7 @@ def validate_train(cfg: RunConfig) -> TrainPlan:
         storage.check_writable()
     summary = {"mode": "train", "component": component.value, "model": cfg.model.source, "run": run_url, "steps": spec.steps,
                "batch_size": spec.batch_size, "num_workers": spec.num_workers, **data, "skipped": len(skipped)}
-    init_seed = cfg.model.init_seed
-    plan = TrainPlan(spec, component, cfg.model.source, init_seed, model, storage.url, run_url, window, align, sources, songs,
-                     tuple(skipped), summary)
+    plan = TrainPlan(spec, component, _worker_visible(cfg.model.source), cfg.model.init_seed, model, storage.url, run_url,
+                     window, align, sources, songs, tuple(skipped), summary)
     summary["tokens_per_step"] = plan.tokens_per_step
     return plan

@@ -17,6 +17,7 @@ import os
 import posixpath
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +210,9 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
     Returns the last step's metrics (rank 0's is the run's ``return_value``)."""
     plan: WorkerPlan = config["plan"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A conv weight [out, 1, k] is contiguous with strides (k, k, 1), its gradient comes back as
+    # (k, 1, 1): the same memory layout (the middle dimension has size 1), which DDP still reports.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     torch.set_num_threads(plan.torch_threads)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -112,7 +112,9 @@ def test_names_and_genres_the_model_cannot_take(train_cfg, no_workers, token_dat
         return table.set_column(table.schema.get_field_index("genres"), "genres", [genres])
 
     crowded = _dataset_copy(token_dataset, tmp_path / "b", two_genres)
-    _fails(train_cfg(*base, f"train.tokens_url={crowded}"), "more than n_genres=1")
+    # the top prior has one genre slot (as 1b_lyrics)
+    _fails(train_cfg("train.component=top", f"model.checkpoint={converted_checkpoint}", f"train.tokens_url={crowded}"),
+           r"cannot take for 4 song\(s\).*more than")
 
 
 @pytest.mark.slow
