@@ -76,7 +76,7 @@ def _rank_main(rank: int, world: int, store: str, out: str, kind: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["vqvae", "upsampler"])
+@pytest.mark.parametrize("kind", ["vqvae"])  # the priors' DDP path runs on Ray Train in tests/pipeline/train
 def test_two_ranks_follow_the_single_process_curve(kind, tmp_path):
     single_losses, single_state = _train(kind, 0, 1)
     out = str(tmp_path / "result")
