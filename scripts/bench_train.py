@@ -3,7 +3,7 @@
 A synthetic labelled corpus (``--songs`` melodies of ``--seconds`` s, two artists/genres) is
 written, encoded once by the tiny model (with its labels), then each component trains for a
 few steps on one local Ray with 1 worker and with 2 workers at the same global batch (each worker
-one torch thread). Per run: steps/s and tokens/s from the median step time after ``--warmup``
+``--threads`` torch threads, default 1). Per run: steps/s and tokens/s from the median step time after ``--warmup``
 steps (the metrics file records every step's time), and the run's wall time with Ray Train's
 start-up. Tokens are music tokens for the priors and codes of all three levels for the VQ-VAE
 (``samples/s`` too). The last line is JSON::
@@ -11,7 +11,7 @@ start-up. Tokens are music tokens for the priors and codes of all three levels f
     {"load": [1, 5, 15 min], "components": {"vqvae": {"1": {"steps_per_s": ..., "tokens_per_s": ..., "wall_s": ...}, "2": {...}}, ...}}
 
 Usage: ``python scripts/bench_train.py [--steps 30] [--vqvae-steps 12] [--batch 8] [--crop 32768]
-[--workers 1 2] [--components vqvae top middle bottom] [--out DIR] [extra Hydra overrides]``.
+[--workers 1 2] [--threads 1] [--components vqvae top middle bottom] [--out DIR] [extra Hydra overrides]``.
 Run ``uptime`` first: on a shared machine the numbers follow the load.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _train(component: str, workers: int, steps: int, args, audio: Path, tokens: 
     data = [f"train.audio_url={audio}"] if component == "vqvae" else [f"train.tokens_url={tokens}"]
     result = run(_cfg([
         "mode=train", f"train.component={component}", f"output.url={out}", f"train.name={component}-{workers}",
-        f"train.steps={steps}", f"train.batch_size={args.batch}", f"train.num_workers={workers}", "train.torch_threads=1",
+        f"train.steps={steps}", f"train.batch_size={args.batch}", f"train.num_workers={workers}", f"train.torch_threads={args.threads}",
         f"train.checkpoint_every={steps}", "train.progress_bar=false", f"train.log_every={steps}",
         f"train.vqvae.crop_samples={args.crop}", *data, *extra,
     ]))
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--songs", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--components", nargs="+", default=["vqvae", "top", "middle", "bottom"])
     parser.add_argument("--out", type=Path, default=None, help="working directory (default: a temporary one)")
     args, extra = parser.parse_known_args(argv)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"tokens/s  (wall {figures['wall_s']:.1f} s with start-up, final loss {figures['final_loss']})", flush=True)
     finally:
         ray.shutdown()
-    print(json.dumps({"load": load, "batch": args.batch, "crop": args.crop, "components": results}))
+    print(json.dumps({"load": load, "batch": args.batch, "crop": args.crop, "threads": args.threads, "components": results}))
     return 0
 
 
