@@ -96,7 +96,7 @@ def _worker_plan(plan: TrainPlan, corpus_ref: Any, corpus: list) -> WorkerPlan:
         batch_size=spec.batch_size, seed=spec.seed, window=plan.window, align=plan.align,
         optimizer=spec.optimizer.settings(plan.component), checkpoint_every=spec.checkpoint_every, log_every=spec.log_every,
         torch_threads=spec.torch_threads, progress_bar=spec.progress_bar, run_url=plan.run_url, corpus=corpus_ref,
-        fault=spec.fault, **extra,
+        tokens_per_step=plan.tokens_per_step, fault=spec.fault, **extra,
     )
 
 

@@ -61,7 +61,8 @@ TRAINING_STATE = "training_state.pt"
 class WorkerPlan:
     """Everything a worker needs, sent with ``train_loop_config`` (picklable).
 
-    ``corpus`` is an ObjectRef of the audio songs (VQ-VAE) or token songs (priors).
+    ``corpus`` is an ObjectRef of the audio songs (VQ-VAE) or token songs (priors);
+    ``tokens_per_step`` what one step trains on (:attr:`pipeline.train.validate.TrainPlan.tokens_per_step`).
     """
 
     component: Component
@@ -80,16 +81,11 @@ class WorkerPlan:
     progress_bar: bool
     run_url: str
     corpus: Any
+    tokens_per_step: int
     vqvae_weights: VQVAELossWeights | None = None
     audio_scale: AudioScale | None = None
     reinit_codebooks: bool = False
     fault: FaultSpec = FaultSpec()
-
-    @property
-    def tokens_per_step(self) -> int:
-        if self.component.is_prior:
-            return self.batch_size * self.window
-        return self.batch_size * sum(self.window // hop for hop in self.model.vqvae_config.hop_lengths)
 
 
 # --------------------------------------------------------------------------- building
