@@ -82,10 +82,11 @@ class AudioNote:
         return {**asdict(self), "text": self.text}
 
 
-def scan_audio(url: str, *, skip_other_files: bool = False) -> list[AudioSource]:
+def scan_audio(url: str, *, skip_other_files: bool = False, ignore: Sequence[str] = ()) -> list[AudioSource]:
     """The WAV/FLAC files at ``url`` (a file, or a folder searched recursively; local or fsspec).
 
-    Hidden files (``.name``) are ignored. Sorted by path.
+    Hidden files (``.name``) and the files named in ``ignore`` (paths or URLs of this file
+    system, e.g. a labels manifest kept beside the audio) are ignored. Sorted by path.
 
     Raises:
         ValueError: naming every file that is not WAV/FLAC (unless ``skip_other_files``), cannot
@@ -93,8 +94,9 @@ def scan_audio(url: str, *, skip_other_files: bool = False) -> list[AudioSource]
             map to the same song id.
     """
     fs, root = fsspec.core.url_to_fs(url)
+    ignored = {fsspec.core.url_to_fs(str(path))[1].rstrip("/") for path in ignore}
     if fs.isdir(root):
-        paths = sorted(p for p in fs.find(root) if not posixpath.basename(p).startswith("."))
+        paths = sorted(p for p in fs.find(root) if not posixpath.basename(p).startswith(".") and p.rstrip("/") not in ignored)
         base = root.rstrip("/")
     elif fs.isfile(root):
         paths, base = [root], posixpath.dirname(root)
@@ -118,7 +120,7 @@ def scan_audio(url: str, *, skip_other_files: bool = False) -> list[AudioSource]
         if info.frames <= 0 or info.channels <= 0:
             problems.append(f"{full}: empty ({info.frames} samples)")
             continue
-        song_id = _song_id(posixpath.relpath(path, base) if base else path)
+        song_id = song_id_from_path(posixpath.relpath(path, base) if base else path)
         if song_id in ids:
             problems.append(f"{full}: gives song id {song_id!r}, as {ids[song_id]} does; rename one of them")
             continue
@@ -275,7 +277,7 @@ def _filter_bank(phase: np.ndarray, up: int, offsets: np.ndarray, cutoff: float,
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _song_id(relative_path: str) -> str:
+def song_id_from_path(relative_path: str) -> str:
     """A song id from a path under the scanned root: suffix dropped, folders joined by ``.``."""
     stem = posixpath.splitext(relative_path)[0]
     parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._-") for part in stem.split("/")]

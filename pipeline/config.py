@@ -26,6 +26,7 @@ from pipeline.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
     level_stage,
     stage_level,
 )
+from pipeline.train.config import TrainSpec
 from pipeline.typed import build_dataclass
 
 logger = logging.getLogger(__name__)
@@ -248,10 +249,12 @@ class SchedulerSpec:
 
 
 class RunMode(str, Enum):
-    """What a run does: generate songs (sample and decode), or encode audio files into tokens."""
+    """What a run does: generate songs (sample and decode), encode audio files into tokens, or
+    train a component (:mod:`pipeline.train`)."""
 
     GENERATE = "generate"
     ENCODE = "encode"
+    TRAIN = "train"
 
 
 @dataclass(frozen=True)
@@ -264,17 +267,22 @@ class EncodeSpec:
         skip_other_files: ignore files that are not WAV/FLAC instead of refusing the folder.
         chunk_samples: audio samples encoded per encoder call and file (bounds memory for long
             files; chunked tokens equal whole-file tokens); None: about 24 s at 44.1 kHz.
+        labels_url: a labels manifest (:mod:`pipeline.labels`: artist, genres, lyrics per file);
+            its labels become columns of the output manifest, which prior training reads.
     """
 
     input_url: str | None = None
     skip_other_files: bool = False
     chunk_samples: int | None = None
+    labels_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.input_url is not None and not self.input_url.strip():
             raise ValueError("input_url must be a path or URL, got an empty string")
         if self.chunk_samples is not None and self.chunk_samples < 1:
             raise ValueError(f"chunk_samples must be >= 1 or null, got {self.chunk_samples}")
+        if self.labels_url is not None and not self.labels_url.strip():
+            raise ValueError("labels_url must be a path or URL, got an empty string")
 
 
 @dataclass(frozen=True)
@@ -283,7 +291,7 @@ class RunConfig:
 
     Songs come from ``songs`` (a list) or ``songs_grid`` (a :class:`~pipeline.grid.GridSpec`,
     expanded lazily by :meth:`iter_songs`); an encode-only run (``mode=encode``) has neither and
-    reads ``encode.input_url`` instead.
+    reads ``encode.input_url`` instead, a training run (``mode=train``) reads ``train``.
     """
 
     model: ModelSpec
@@ -291,6 +299,7 @@ class RunConfig:
     songs_grid: GridSpec | None = None
     mode: RunMode = RunMode.GENERATE
     encode: EncodeSpec = EncodeSpec()
+    train: TrainSpec = TrainSpec()
     seed: int = 0
     sampling: SamplingSpec = SamplingSpec()
     stages: dict[Stage, PoolSpec] = field(default_factory=lambda: {s: PoolSpec() for s in Stage})
@@ -305,6 +314,9 @@ class RunConfig:
         if self.mode is RunMode.ENCODE:
             if self.encode.input_url is None:
                 raise ValueError("encode.input_url=null: an encode-only run (mode=encode) needs a WAV/FLAC file or a folder of them")
+        elif self.mode is RunMode.TRAIN:
+            if self.train.component is None:
+                raise ValueError("train.component=null: a training run (mode=train) needs one of vqvae, top, middle, bottom")
         elif self.songs and self.songs_grid is not None:
             raise ValueError("songs and songs_grid are both given: describe the songs with one of them")
         elif not self.songs and self.songs_grid is None:
@@ -335,7 +347,7 @@ class RunConfig:
         Songs of the ``songs`` list are their own cells (``cell`` = position, ``sample`` 0).
         Duplicate ids of a grid are found by :func:`pipeline.validate.validate_run`.
         """
-        if self.mode is RunMode.ENCODE:
+        if self.mode is not RunMode.GENERATE:
             return
         if self.songs_grid is not None:
             yield from iter_grid(self.songs_grid)
@@ -345,7 +357,7 @@ class RunConfig:
 
     def n_songs(self) -> int:
         """How many songs the run has (a grid is counted without expanding it)."""
-        if self.mode is RunMode.ENCODE:
+        if self.mode is not RunMode.GENERATE:
             return 0
         return self.songs_grid.n_songs if self.songs_grid is not None else len(self.songs)
 
@@ -369,22 +381,23 @@ class RunConfig:
         """Build from a plain (resolved) dict; errors name the offending key path.
 
         ``songs_grid`` (a mapping, or the path/URL of a grid file) replaces the ``songs`` list;
-        an encode-only run (``mode: encode``) uses neither.
+        encode-only and training runs (``mode: encode`` / ``train``) use neither.
         """
         data = dict(data)
         data.pop("hydra", None)
         mode = data.get("mode", RunMode.GENERATE.value)
         grid = data.pop("songs_grid", None)
         songs = data.get("songs")
-        if mode == RunMode.ENCODE.value or grid is not None:
-            if songs and mode != RunMode.ENCODE.value:
+        songless = mode in (RunMode.ENCODE.value, RunMode.TRAIN.value)
+        if songless or grid is not None:
+            if songs and not songless:
                 logger.info("songs_grid is set: it replaces the songs list (%d song(s) not used)", len(songs))
             data["songs"] = []
         elif songs is None or isinstance(songs, (str, bytes)) or not isinstance(songs, (list, tuple)):
             raise ValueError(f"songs: expected a list of songs, got {songs!r}")
         else:
             data["songs"] = [_song_dict(song, index) for index, song in enumerate(songs)]
-        if grid is not None and mode != RunMode.ENCODE.value:
+        if grid is not None and not songless:
             section = {"file": grid} if isinstance(grid, str) else grid
             data["songs_grid"] = GridSpec.from_config(section, where="songs_grid")
         stages = data.get("stages", {})

@@ -45,7 +45,11 @@ def run_encode(
     """Encode every file of ``validated.sources``; (summary, actors, skipped files, files in the
     manifest, the files rejected with why)."""
     init_seed = cfg.model.init_seed if cfg.model.checkpoint is None else None
-    tasks = [EncodeFileTask(source, index, cfg.model.source, init_seed) for index, source in enumerate(validated.sources)]
+    tasks = [
+        EncodeFileTask(source, index, cfg.model.source, init_seed,
+                       validated.labels[source.song_id].to_row() if source.song_id in validated.labels else None)
+        for index, source in enumerate(validated.sources)
+    ]
     done = storage.done_songs()
     skipped: list[str] = []
     todo = []
@@ -66,7 +70,8 @@ def run_encode(
                 "output.url, or delete its files to encode it again"
             )
         skipped.append(song_id)
-        sink({**marker["row"], "song_index": task.index})
+        # labels do not decide the tokens: a rerun with a new labels manifest relabels finished files
+        sink({**marker["row"], **(task.labels or {}), "song_index": task.index})
     progress = Progress([Stage.ENCODE], cfg.scheduler.progress_interval_s)
     actors: dict[str, list[dict[str, Any]]] = {}
     rejected: list[str] = []

@@ -47,6 +47,10 @@ ENCODE_MANIFEST_SCHEMA = pa.schema(
         ("resampled", pa.bool_()),
         ("channel_mix", pa.string()),
         ("audio_note", pa.string()),
+        # labels from encode.labels_url (null without one): what prior training conditions on
+        ("artist", pa.string()),
+        ("genres", pa.list_(pa.string())),
+        ("lyrics", pa.string()),
         *[(f"{name}_{field}", kind) for name in _STAGE_NAMES for field, kind in (
             ("n_tokens", pa.int64()),
             ("tokens_path", pa.string()),
@@ -61,12 +65,14 @@ ENCODE_MANIFEST_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class EncodeFileTask:
-    """Encode one input file of an encode-only run into ``storage`` under ``source.song_id``."""
+    """Encode one input file of an encode-only run into ``storage`` under ``source.song_id``;
+    ``labels`` (artist, genres, lyrics columns) go into its manifest row."""
 
     source: AudioSource
     index: int
     model: str
     init_seed: int | None
+    labels: dict[str, Any] | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the tokens: compared with a finished song's marker on resume."""
@@ -140,6 +146,7 @@ class EncodeActor(StageActor):
             "resampled": note["resampled"],
             "channel_mix": note["channel_mix"],
             "audio_note": note["text"],
+            **(task.labels or {}),
             "encode_compute_s": result.compute_s,
             "batch_size": result.batch_size,
             "started_at": entered,

@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import ray
@@ -30,6 +30,9 @@ from pipeline.scheduler import Scheduler, SongJob
 from pipeline.storage import RunStorage
 from pipeline.verify import finished_intact
 from pipeline.validate import ValidatedRun, validate_run
+
+if TYPE_CHECKING:
+    from pipeline.train.run import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ def run(
     factories: Mapping[Stage, StageFactory] | None = None,
     on_song_done: RowCallback | None = None,
     keep_ray: bool = False,
-) -> RunResult:
+) -> RunResult | TrainResult:
     """Generate every song of ``cfg`` (or encode every input file of an encode-only run):
     validate, start the stage pools, stream, compact, report.
 
@@ -173,9 +176,14 @@ def run(
     ``ray.address``) and stopped at the end. ``factories`` replace stages' objects (stand-ins);
     ``on_song_done`` is called with each finished song's manifest row, in the order songs finish.
     ``keep_ray``: leave a Ray session this run started running (the jobs of a sweep share it).
+    A training run (``mode=train``) returns a :class:`~pipeline.train.run.TrainResult` instead.
     """
     cfg = to_run_config(cfg)
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, url=_absolute_url(cfg.output.url)))
+    if cfg.mode is RunMode.TRAIN:
+        from pipeline.train.run import run_train  # Ray Train loads only for training runs
+
+        return run_train(cfg, lambda run_cfg: _connect(run_cfg) and not keep_ray)
     validated = validate_run(cfg)
     _log_plan(cfg, validated.summary)
     storage = RunStorage(cfg.output.url)

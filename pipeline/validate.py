@@ -29,6 +29,7 @@ from pipeline.audio_input import AudioSource, scan_audio
 from pipeline.cluster import check_resources, describe_local, local_nodes
 from pipeline.config import N_LEVELS, RunConfig, RunMode, stage_level
 from pipeline.grid import GridSong, duplicate_error
+from pipeline.labels import SongLabels, match_labels, read_labels
 from pipeline.plan import PlanCounter
 from pipeline.pools import needed_stages
 from pipeline.prompts import available_samples
@@ -54,6 +55,7 @@ class ValidatedRun:
         vocabulary: unknown artist/genre names (when allowed), per song.
         prompt_samples: per distinct prompt, the audio samples it offers at the model's rate.
         sources: the audio files of an encode-only run.
+        labels: per song id of ``sources``, its labels from ``encode.labels_url`` (empty without one).
         needs_encoder: some song has a prompt, or the run encodes: the encode pool is needed.
     """
 
@@ -63,6 +65,7 @@ class ValidatedRun:
     vocabulary: VocabularyCheck = VocabularyCheck(())
     prompt_samples: dict[str, int] = field(default_factory=dict)
     sources: tuple[AudioSource, ...] = ()
+    labels: dict[str, SongLabels] = field(default_factory=dict)
     needs_encoder: bool = False
 
     @property
@@ -191,10 +194,17 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
     """The input files of an encode-only run: all readable, none shorter than a top-level token."""
     url = str(cfg.encode.input_url)
     check_shared_url(url, "encode.input_url")  # the encode actors read the files
+    labels_url = cfg.encode.labels_url
     try:
-        sources = scan_audio(url, skip_other_files=cfg.encode.skip_other_files)
+        sources = scan_audio(url, skip_other_files=cfg.encode.skip_other_files, ignore=[labels_url] if labels_url else [])
     except ValueError as err:
         raise ValueError(f"encode.input_url: {err}") from err
+    labels: dict[str, SongLabels] = {}
+    if labels_url is not None:
+        try:
+            labels = match_labels(sources, read_labels(labels_url), labels_url)
+        except ValueError as err:
+            raise ValueError(f"encode.labels_url: {err}") from err
     top = geometries[N_LEVELS - 1].raw_to_tokens
     short = [s.url for s in sources if s.frames * model.sampling_rate // s.sampling_rate < top]
     if short:
@@ -204,7 +214,10 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
     summary = {"mode": cfg.mode.value, "files": len(sources), "audio_seconds": round(seconds, 3),
                "tokens": {str(level): int(sum(s.duration_s for s in sources) * model.sampling_rate) // g.raw_to_tokens
                           for level, g in sorted(geometries.items())}}
-    return ValidatedRun(model=model, geometries=geometries, summary=summary, sources=tuple(sources), needs_encoder=True)
+    if labels:
+        summary["labelled"] = len(labels)
+    return ValidatedRun(model=model, geometries=geometries, summary=summary, sources=tuple(sources), labels=labels,
+                        needs_encoder=True)
 
 
 def validate_run(cfg: RunConfig) -> ValidatedRun:
