@@ -101,7 +101,9 @@ def _resolve_paths(paths: Mapping[str, str] | Sequence[str], files: Sequence[Ope
 # --------------------------------------------------------------------------- reading
 class _Opaque:
     """Stands in for any object of a class the checkpoint names beside the weights (hparams,
-    optimiser settings): built without running that class's code, and never used."""
+    optimiser settings): built without running that class's code, and never used. Whatever the
+    pickle does to fill it (state, items of a dict subclass such as the original's
+    ``Hyperparams``, elements of a list subclass) is accepted and dropped."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
         return super().__new__(cls)
@@ -110,6 +112,15 @@ class _Opaque:
         pass
 
     def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
         pass
 
 

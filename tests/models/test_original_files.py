@@ -15,6 +15,9 @@ import contextlib
 import io
 import json
 import logging
+import pickle
+import sys
+import types
 from collections import OrderedDict
 from pathlib import Path
 
@@ -265,6 +268,43 @@ def test_a_tie_that_contradicts_merged_decoder_is_named(originals, tmp_path):
     files = {f.name: str(directory / f.name) for f in openai_files(3)}
     with pytest.raises(ValueError, match=r"prior.x_out.weight.*differs from.*merged_decoder=False"):
         load_openai_checkpoint(files, JukeboxConfig.from_dict(data))
+
+
+def _hyperparams_module() -> types.ModuleType:
+    """A stand-in of the original's ``jukebox.hparams`` module with its ``Hyperparams`` (a dict
+    with attribute access), so that files can be pickled as the original pickles them."""
+    module = types.ModuleType("jukebox.hparams")
+
+    class Hyperparams(dict):
+        def __getattr__(self, attr):
+            return self[attr]
+
+        def __setattr__(self, attr, value):
+            self[attr] = value
+
+    Hyperparams.__module__, Hyperparams.__qualname__ = module.__name__, "Hyperparams"
+    module.Hyperparams = Hyperparams
+    return module
+
+
+def test_hparams_saved_as_the_originals_hyperparams_object_are_read(originals, tmp_path, monkeypatch):
+    """Files whose ``hps`` is the original's dict subclass, not a plain dict, convert all the same."""
+    source, directory = originals["merged_lyrics"]
+    module = _hyperparams_module()
+    monkeypatch.setitem(sys.modules, "jukebox", types.ModuleType("jukebox"))
+    monkeypatch.setitem(sys.modules, "jukebox.hparams", module)
+    for file in openai_files(3):
+        payload = torch.load(directory / file.name, weights_only=True)
+        payload["hps"] = module.Hyperparams(payload["hps"], l_bins=256, sr=44100)
+        torch.save(payload, tmp_path / file.name, _use_new_zipfile_serialization=False)
+    monkeypatch.delitem(sys.modules, "jukebox.hparams")  # the reader has no such module
+    monkeypatch.delitem(sys.modules, "jukebox")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "vqvae.pth.tar", weights_only=True)  # weights-only refuses the class
+    out = _convert(tmp_path, source.config, tmp_path / "converted", "float32", "tiny")
+    converted = JukeboxModel.from_pretrained(str(out))
+    for key, tensor in source.state_dict().items():
+        assert torch.equal(converted.state_dict()[key], tensor), key
 
 
 def test_original_hparams_beside_the_weights_are_ignored(originals):
