@@ -13,7 +13,7 @@ Nothing here knows of Ray, Hydra or storage layouts (``pipeline.train`` orchestr
 """
 from models.training.batches import CropSampler, Pick, TokenSong, audio_crops, prior_inputs, shard
 from models.training.distributed import all_gather_rows, all_reduce_mean
-from models.training.export import component_prefix, save_model_with_component, untie
+from models.training.export import component_prefix, save_model_with_component
 from models.training.prior_objective import PriorObjective
 from models.training.spectral import JUKEBOX_RESOLUTIONS, MultiResolutionSpectralLoss, STFTResolution
 from models.training.step import OptimizerSettings, StepResult, step_seed, train_step
@@ -42,5 +42,4 @@ __all__ = [
     "shard",
     "step_seed",
     "train_step",
-    "untie",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from models.checkpoint import save_pretrained_state_dict
+from models.checkpoint import save_pretrained_state_dict, tied_aliases
 from models.config import JukeboxConfig
 
 
@@ -24,19 +24,6 @@ def component_prefix(config: JukeboxConfig, component: str | int) -> str:
     if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < config.nb_priors:
         raise ValueError(f"component must be 'vqvae' or a prior index in [0, {config.nb_priors}), got {component!r}")
     return f"priors.{component}."
-
-
-def untie(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached CPU tensors, each with its own storage: tied weights (an output projection sharing
-    the token embedding) become equal copies, which safetensors accepts and our loader re-ties."""
-    storages: set[int] = set()
-    out = {}
-    for key, tensor in state.items():
-        tensor = tensor.detach().to("cpu")
-        storage = tensor.untyped_storage().data_ptr()
-        out[key] = tensor.clone() if storage in storages else tensor.contiguous()
-        storages.add(storage)
-    return out
 
 
 def save_model_with_component(
@@ -59,11 +46,12 @@ def save_model_with_component(
         The files written.
     """
     prefix = component_prefix(config, component)
-    trained = {prefix + key: value for key, value in module.state_dict().items()}
-    expected = {key for key in base_state if key.startswith(prefix)}
+    aliases = tied_aliases(module)  # a tied weight's second name: a directory may hold either
+    trained = {prefix + key: value for key, value in module.state_dict().items() if key not in aliases}
+    expected = {key for key in base_state if key.startswith(prefix) and key[len(prefix):] not in aliases}
     if expected != trained.keys():
         missing, extra = sorted(expected - trained.keys()), sorted(trained.keys() - expected)
         raise ValueError(f"the trained {component!r} does not match the model's {prefix}* tensors: missing {missing[:8]}, unexpected {extra[:8]}")
     state = {key: value for key, value in base_state.items() if not key.startswith(prefix)}
     state.update(trained)
-    return save_pretrained_state_dict(config, untie(state), directory)
+    return save_pretrained_state_dict(config, state, directory)  # a tied weight is written once

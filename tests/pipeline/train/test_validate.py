@@ -35,7 +35,7 @@ def _fails(cfg, message: str) -> None:
 
 def test_an_unknown_component_is_refused(train_cfg, no_workers):
     _fails(train_cfg("train.component=decoder"), r"train.component: 'decoder' is not one of \['vqvae', 'top', 'middle', 'bottom'\]")
-    _fails(train_cfg(), "train.component: a training run")
+    _fails(train_cfg(), "train.component=null: a training run")
 
 
 def test_no_audio(train_cfg, no_workers, tmp_path):
