@@ -133,7 +133,7 @@ def _job_overrides(parsed: list[Override], multirun: bool) -> list[list[str]]:
 def _check_job_options(cfg: DictConfig) -> None:
     """The typed options of one job of a sweep (ValueError naming the field), so that a bad value
     of a later job fails before the first job runs."""
-    from pipeline.config import RunConfig  # loads torch: only sweeps need it before Hydra runs
+    from pipeline.run.config import RunConfig  # loads torch: only sweeps need it before Hydra runs
 
     with open_dict(cfg):
         del cfg["hydra"]
@@ -193,7 +193,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> None:
     """Run the pipeline on the composed config (see conf/config.yaml)."""
-    from pipeline.runner import run  # torch and Ray load only once the command line is known to be good
+    from pipeline.execute.runner import run  # torch and Ray load only once the command line is known to be good
 
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == HydraMode.MULTIRUN

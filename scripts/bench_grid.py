@@ -27,7 +27,7 @@ import ray
 import yaml
 from hydra import compose, initialize_config_module
 
-from pipeline.runner import run
+from pipeline.execute.runner import run
 
 ARTISTS = ["Alan Jackson", "Ella Fitzgerald", "Nina Simone", "Johnny Cash"]
 GENRES = [["country"], ["jazz"], ["soul"], ["blues"]]

@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 from hydra import compose, initialize_config_module
 
-from pipeline.runner import run
+from pipeline.execute.runner import run
 
 MODES = ("pipelined", "level_by_level")
 

@@ -31,7 +31,7 @@ import ray
 import soundfile
 from hydra import compose, initialize_config_dir
 
-from pipeline.runner import run
+from pipeline.execute.runner import run
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 STYLES = [("Alan Jackson", "country", 196.0), ("Ella Fitzgerald", "jazz", 330.0)]

@@ -1,6 +1,6 @@
 """Typed options of a training run (``mode: train``), the ``train`` section of the Hydra config.
 
-Plain frozen dataclasses validated on construction; :mod:`pipeline.config` builds them from the
+Plain frozen dataclasses validated on construction; :mod:`pipeline.run.config` builds them from the
 composed config with every other section, so a typo fails before Ray starts.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 object store (one copy per node; workers map it without copying).
 
 - VQ-VAE: every usable audio file, converted to the model's rate and channels
-  (:func:`pipeline.audio_input.load_audio`), float32 [samples, channels];
+  (:func:`pipeline.store.audio_input.load_audio`), float32 [samples, channels];
 - priors: per song, the prior's level of tokens (and the level above for upsamplers) from the
   token dataset, int16, with its labels row.
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.training import TokenSong
-from pipeline.audio_input import AudioSource, load_audio
-from pipeline.storage import RunStorage
+from pipeline.store.audio_input import AudioSource, load_audio
+from pipeline.store.writer import RunStorage
 from pipeline.train.validate import TokenSongInfo, TrainPlan
 
 logger = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from models.presets import is_preset
 from models.training import CropSampler, audio_crops, measure_audio_scale
 from models.training.batches import CALIBRATION_STREAM
-from pipeline.config import RunConfig
-from pipeline.storage import RunStorage
+from pipeline.run.config import RunConfig
+from pipeline.store.writer import RunStorage
 from pipeline.train.data import load_audio_corpus, load_token_corpus
 from pipeline.train.metrics import METRICS_CSV, METRICS_FILE, MetricsHistory
 from pipeline.train.validate import TrainPlan, validate_train

@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 from models.config import JukeboxConfig
 from models.presets import available_presets, is_preset
 from models.training import MultiResolutionSpectralLoss
-from pipeline import builders
-from pipeline.audio_input import AudioSource, scan_audio
-from pipeline.config import RunConfig
-from pipeline.labels import SongLabels
-from pipeline.manifest import MANIFEST_NAME
-from pipeline.spec import level_stage
-from pipeline.storage import RunStorage
+from pipeline.actors import builders
+from pipeline.store.audio_input import AudioSource, scan_audio
+from pipeline.run.config import RunConfig
+from pipeline.run.labels import SongLabels
+from pipeline.store.manifest import MANIFEST_NAME
+from pipeline.run.spec import level_stage
+from pipeline.store.writer import RunStorage
 from pipeline.train.config import Component, TrainSpec
 
 logger = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ from models.training import (
     step_seed,
     train_step,
 )
-from pipeline.builders import build_tokenizer
+from pipeline.actors.builders import build_tokenizer
 from pipeline.train.config import Component, FaultSpec
 from pipeline.train.metrics import METRICS_FILE, MetricsHistory, log_line
 

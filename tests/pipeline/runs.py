@@ -45,7 +45,7 @@ def assert_same(a: dict, b: dict) -> None:
 def main(argv: list[str]) -> None:
     """A driver process for fault tests: ``python -m tests.pipeline.runs OUTPUT [overrides]`` runs
     the three songs with counting stand-in priors into OUTPUT (its own local Ray)."""
-    from pipeline.runner import run
+    from pipeline.execute.runner import run
     from tests.pipeline.conftest import compose_config
     from tests.pipeline.fakes import counting_factories
 

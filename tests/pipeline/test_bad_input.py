@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.loading import load_model
-from pipeline import pools
+from pipeline.actors import pools
 from pipeline.__main__ import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -274,9 +274,9 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 
 
 def test_vocabulary_tool_names_itself_and_reports_one_line(capsys, monkeypatch):
-    shown = subprocess.run([sys.executable, "-m", "pipeline.vocabulary", "--help"], capture_output=True, text=True, env=_env())
-    assert shown.returncode == 0 and shown.stdout.startswith("usage: python -m pipeline.vocabulary ")
-    from pipeline.vocabulary import main
+    shown = subprocess.run([sys.executable, "-m", "pipeline.run.vocabulary", "--help"], capture_output=True, text=True, env=_env())
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: python -m pipeline.run.vocabulary ")
+    from pipeline.run.vocabulary import main
 
     assert main(["--model", "7b"]) == 2
     (line,) = capsys.readouterr().err.splitlines()

@@ -27,9 +27,9 @@ import pytest
 import soundfile
 
 from pipeline.faults import ENV as FAULTS
-from pipeline.lease import LeaseInfo, OutputBusyError
-from pipeline.runner import run
-from pipeline.storage import LEASE_NAME
+from pipeline.store.lease import LeaseInfo, OutputBusyError
+from pipeline.execute.runner import run
+from pipeline.store.writer import LEASE_NAME
 from tests.pipeline.conftest import compose_config
 from tests.pipeline.fakes import counting_factories
 from tests.pipeline.runs import DELAY_S, SONG_IDS, SONGS, assert_same, outputs, three_songs

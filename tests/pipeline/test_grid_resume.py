@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import RunConfig
-from pipeline.grid import expand
-from pipeline.runner import run, to_run_config
+from pipeline.run.config import RunConfig
+from pipeline.run.grid import expand
+from pipeline.execute.runner import run, to_run_config
 from tests.pipeline.fakes import counting_factories
 
 GRID = {

@@ -21,8 +21,8 @@ import torch
 from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.tokenizer import JukeboxTokenizer
-from pipeline.grid import expand
-from pipeline.runner import run, to_run_config
+from pipeline.run.grid import expand
+from pipeline.execute.runner import run, to_run_config
 from tests.pipeline.conftest import compose_config
 
 LEVELS = {"top": 2, "middle": 1, "bottom": 0}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import run
+from pipeline.execute.runner import run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 REPO = README.parent

@@ -14,7 +14,7 @@ from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.seeding import song_seed
 from models.tokenizer import JukeboxTokenizer
-from pipeline.runner import run
+from pipeline.execute.runner import run
 from tests.pipeline.fakes import counting_factories
 
 RAW_TO_TOKENS = {"top": 128, "middle": 32, "bottom": 8}  # tiny preset: samples per token

@@ -10,7 +10,7 @@ import torch
 
 from models.loading import load_model
 from models.openai_checkpoint import to_openai_state_dicts
-from pipeline.runner import run
+from pipeline.execute.runner import run
 from tests.pipeline.conftest import compose_config
 from tests.pipeline.train import write_corpus
 

@@ -6,7 +6,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.runner import run
+from pipeline.execute.runner import run
 from tests.pipeline.conftest import compose_config
 from tests.pipeline.train import SONG_IDS, SONGS
 

@@ -15,8 +15,8 @@ from models.loading import load_model, load_prior, load_vqvae
 from models.presets import load_preset
 from models.prior.sampling import SamplingOptions
 from models.tokenizer import JukeboxTokenizer
-from pipeline.builders import build_prior_stage, build_tokenize_stage
-from pipeline.runner import run
+from pipeline.actors.builders import build_prior_stage, build_tokenize_stage
+from pipeline.execute.runner import run
 from stages.prior_window import WindowRequest
 from stages.tokenize import Conditioning
 from tests.pipeline.conftest import compose_config

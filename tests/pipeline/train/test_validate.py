@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipeline.train.run as train_run
-from pipeline.runner import run, to_run_config
+from pipeline.execute.runner import run, to_run_config
 from pipeline.train.validate import validate_train
 from tests.pipeline.conftest import compose_config
 

@@ -1,0 +1,1 @@
+"""How a run executes: plans of windows and segments, the driver's scheduler, cross-song batching, progress, ``run(cfg)``."""
