@@ -65,7 +65,6 @@ def write_weights_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Write every parameter (in place, on its device): layer-norm weights near 1, others small
     normal noise. A weight never written maps to the kernel's zero page and reads twice as fast
     as it can (transformers leaves its Conv1D weights as ``torch.empty``)."""
-    generator = None
     with torch.no_grad():
         for index, (name, param) in enumerate(sorted(module.named_parameters())):
             generator = torch.Generator(param.device).manual_seed(seed * 100_003 + index)
@@ -93,6 +92,8 @@ def step_position(shape: PriorShape, model: ConditionalAutoregressive) -> int:
 def session_at(model: ConditionalAutoregressive, batch: int, position: int, seed: int = 0) -> DecodeSession:
     """A session of ``batch`` rows as if positions ``[0, position)`` were in its cache (random
     keys/values: a step's cost does not depend on their values)."""
+    if not 0 <= position < model.n_ctx:
+        raise ValueError(f"position {position} is outside the model's {model.n_ctx} positions")
     device, dtype = model.embed_tokens.weight.device, model.embed_tokens.weight.dtype
     generator = torch.Generator(device).manual_seed(seed)
 
@@ -106,7 +107,6 @@ def session_at(model: ConditionalAutoregressive, batch: int, position: int, seed
         for layer in session.cache.layers:
             for buffer in (layer.keys, layer.values):
                 buffer[:, :, : layer.capacity].copy_(noise(*buffer[:, :, : layer.capacity].shape))
-    assert position < model.n_ctx
     return session
 
 

@@ -138,10 +138,17 @@ def _attend_recording(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return torch.matmul(probs.to(value.dtype), value), probs
 
 
-def _one_query_attention(query, key, value, mask):
-    scores = (query * key).sum(-1, keepdim=True) * query.shape[-1] ** -0.5
+def one_query_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Softmax attention of one query [B, H, 1, d] over key/value [B, H, n, d] under ``mask``
+    [1, n] (additive, or bool: True seen) written out as products and sums: compiled, the whole
+    of it fuses into two loops over the keys, cheaper than a call of the attention kernel.
+    Returns [B, H, 1, d]."""
+    scores = (query * key).sum(-1, keepdim=True) * query.shape[-1] ** -0.5  # [B, H, n, 1]
     if mask is not None:
-        scores = scores + mask.view(1, 1, -1, 1) if mask.dtype != torch.bool else scores.masked_fill(~mask.view(1, 1, -1, 1), float("-inf"))
+        mask = mask.view(1, 1, -1, 1)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     probs = torch.softmax(scores.float(), dim=2).to(value.dtype)
     return (probs * value).sum(2, keepdim=True)
 
@@ -385,8 +392,9 @@ class SparseAttention(nn.Module):
             query, key, value = projected.view(batch, 3, heads, 1, dim).unbind(1)
             cache.store(reads.slot, key, value)
             key, value = cache.read(reads.index)
+            # Eager, the fused attention kernel is one call instead of five.
             if torch.compiler.is_compiling():
-                context = _one_query_attention(query, key, value, reads.mask)
+                context = one_query_attention(query, key, value, reads.mask)
             else:
                 context = F.scaled_dot_product_attention(query, key, value, attn_mask=reads.mask)
         return context.view(batch, heads * dim)

@@ -34,7 +34,15 @@ logger = logging.getLogger(__name__)
 # Each batch size is one compiled graph of the step; dynamo's default of 8 per function would
 # fall back to eager past the 8th batch size.
 _RECOMPILE_LIMIT = 64
-_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "decompose_mem_bound_mm": True}
+
+
+def _compile(step, device: torch.device):
+    """``torch.compile`` of the step for ``device``. On CPU the generated code calls its kernels
+    from C++ (``cpp_wrapper``): the Python wrapper of ~100 kernel calls costs as much as a small
+    model's step; on CUDA the graph replay makes the wrapper irrelevant."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
+    options = {"cpp_wrapper": True} if device.type == "cpu" else {}
+    return torch.compile(step, fullgraph=True, dynamic=False, options=options)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class DecodeSession:
         b = self.buffers
         return self.decoder.step_fn(b.token, b.position, b.conditioning, b.start, b.cache, b.weights)
 
+    @torch.no_grad()
     def _capture(self) -> None:
         # Warm up on a side stream (this also compiles), then record one step. Both write the
         # cache slot of position 0: every window resets the cache before its prefill.
@@ -144,10 +153,7 @@ class StepDecoder:
 
     def __init__(self, model: ConditionalAutoregressive, options: DecodeOptions = DecodeOptions()):
         self.model, self.options = model, options
-        self.step_fn = model.step
-        if options.compile:
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-            self.step_fn = torch.compile(model.step, fullgraph=True, dynamic=False, options=_INDUCTOR_OPTIONS)
+        self.step_fn = model.step  # compiled for the model's device at the first window
         self._buffers: _Buffers | None = None
         self._sessions: dict[int, DecodeSession] = {}
         self._placement: tuple | None = None
@@ -174,6 +180,8 @@ class StepDecoder:
         self._sessions.clear()
         self._buffers = None
         self._placement = placement
+        if self.options.compile:
+            self.step_fn = _compile(model.step, device)
         n_cond = model.n_ctx if model.audio_conditioning else 1
         with torch.inference_mode(False):
             self._buffers = _Buffers(

@@ -170,3 +170,19 @@ def test_flat_cache_refuses_positions_past_its_end_and_views_its_first_rows():
         cache.rows(3)
     cache.reset()
     assert not cache.keys.any() and not cache.values.any()
+
+
+@pytest.mark.parametrize("boolean", [True, False])
+def test_one_query_attention_written_out_equals_the_kernel(boolean):
+    """The compiled step's attention (products and sums) is the attention kernel's."""
+    from torch.nn import functional as F
+
+    from models.prior.attention import one_query_attention
+
+    gen = torch.Generator().manual_seed(3)
+    query, key, value = (torch.randn(2, 3, n, 8, generator=gen) for n in (1, 11, 11))
+    seen = torch.rand(1, 11, generator=gen) < 0.6
+    seen[0, 0] = True
+    mask = seen if boolean else torch.zeros(1, 11).masked_fill(~seen, float("-inf"))
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    torch.testing.assert_close(one_query_attention(query, key, value, mask), expected, atol=1e-6, rtol=1e-5)
