@@ -16,7 +16,9 @@ new tokens (cache filled up to there):
 - transformers: ``transformer(x, sample=True)`` then ``fc_proj_out`` on its own cache at the
   same position (it concatenates its cache every step, as when it samples);
 - the bound: bytes a batch-1 step must read (all transformer weights and the output projection)
-  over this machine's read bandwidth (``sum`` of a 1 GiB buffer; a float32 ``mv`` is also shown).
+  over this machine's read bandwidth (``sum`` of a 1 GiB buffer; a float32 ``mv`` is also shown);
+- the GEMM floor: only the step's matrix products on the same weights, back to back (what this
+  machine's BLAS makes of streaming them: a step cannot be faster).
 
 Numbers, then one JSON line. Usage:
     PYTHONPATH=. python scripts/bench_realsize.py [--threads 1] [--batches 1 4 16] [--no-compile]
@@ -32,8 +34,8 @@ import transformers
 from transformers.models.jukebox import modeling_jukebox as reference_module
 
 from bench_steps import (
-    PriorShape, autoregressive_kwargs, describe, load_average, read_bandwidth, session_at, step_bytes,
-    step_position, step_seconds, time_calls, write_weights_,
+    PriorShape, autoregressive_kwargs, describe, gemm_floor_seconds, load_average, read_bandwidth, session_at,
+    step_bytes, step_position, step_seconds, time_calls, write_weights_,
 )
 from models.prior.autoregressive import ConditionalAutoregressive
 from models.prior.decoder import DecodeOptions
@@ -86,10 +88,12 @@ def bench_shape(shape: PriorShape, batches: list[int], steps: int, compile_: boo
             session = session_at(ours, batch, position)
             row[f"{name}_ms"] = step_seconds(session, position, steps, torch.device("cpu")) * 1e3
         ours.set_decode_options(DecodeOptions())  # frees the sessions' caches
+        row["gemm_floor_ms"] = gemm_floor_seconds(ours, batch, steps, torch.device("cpu")) * 1e3
         row["transformers_ms"] = reference_step_seconds(reference, batch, position, steps) * 1e3
         best = min(row[f"{name}_ms"] for name, _ in modes)
         row["transformers_over_ours"] = row["transformers_ms"] / best
         row["ours_over_bound"] = best / bound_ms
+        row["ours_over_gemm_floor"] = best / row["gemm_floor_ms"]
         out["batches"][batch] = row
         print(f"  {shape.name:14s} batch {batch:2d}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
     first, last = min(batches), max(batches)

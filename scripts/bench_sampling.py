@@ -18,12 +18,13 @@ blocks 16, 256 codes), its weights are loaded into ours, and both sample in the 
 
 The last line printed is one JSON object with every figure.
 
-Usage: python scripts/bench_sampling.py [--quick] [--device cpu|cuda] [--threads N] [--repeats N]
+Usage: python scripts/bench_sampling.py [--quick] [--device cpu|cuda] [--threads N (default 1)] [--repeats N]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -239,11 +240,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a shorter song for (d) and fewer timing runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: explicit, as oversubscribed "
+                        "threads make steps many times slower)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure, best kept (default 2, or 5)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     device = torch.device(args.device)
@@ -251,7 +252,8 @@ def main() -> None:
     torch.manual_seed(0)
     reference, ours = build_models(device)
     labels = make_labels(device)
-    figures: dict[str, object] = {"device": str(device), "threads": torch.get_num_threads(), "quick": args.quick}
+    figures: dict[str, object] = {"device": str(device), "threads": torch.get_num_threads(), "quick": args.quick,
+                                  "load": os.getloadavg()[0]}
     figures.update(bench_windows(reference, ours, labels, device, repeats))
     figures.update(bench_api(reference, ours, labels, device, args.quick))
     for key, value in figures.items():

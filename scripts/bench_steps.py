@@ -137,6 +137,26 @@ def step_seconds(session: DecodeSession, position: int, n: int, device: torch.de
     return statistics.median(times)
 
 
+def gemm_floor_seconds(model: ConditionalAutoregressive, batch: int, n: int, device: torch.device) -> float:
+    """Median seconds of only the matrix products of one step (every block's four, then the
+    float32 output projection) on the model's own weights: what this device's BLAS makes of the
+    weight streaming, the floor a step cannot beat whatever its other operations cost."""
+    weights = model.step_weights()
+    products = [pair for w in weights.blocks for pair in (
+        (w.attn_bias, w.attn_weight), (w.proj_bias, w.proj_weight), (w.fc_bias, w.fc_weight), (w.mlp_proj_bias, w.mlp_proj_weight))]
+    dtype = weights.embed.dtype
+    inputs = {width: torch.randn(batch, width, device=device).to(dtype) for width in {w.shape[0] for _, w in products}}
+    hidden = torch.randn(batch, model.width, device=device)
+
+    def run(i: int) -> None:
+        for bias, weight in products:
+            torch.addmm(bias, inputs[weight.shape[0]], weight)
+        torch.nn.functional.linear(hidden, weights.head)
+
+    with torch.inference_mode():
+        return statistics.median(time_calls(run, n, device))
+
+
 def step_bytes(model: ConditionalAutoregressive) -> int:
     """Bytes a batch-1 step must read at least: every transformer weight, the output projection
     (float32) and the token's embedding and position rows (small)."""

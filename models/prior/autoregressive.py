@@ -265,6 +265,7 @@ class ConditionalAutoregressive(nn.Module):
         start: torch.Tensor,
         cache: KVCache,
         weights: StepWeights,
+        reads: dict | None = None,
     ) -> torch.Tensor:
         """The static one-token step: logits of ``position`` given the token before it.
 
@@ -279,6 +280,8 @@ class ConditionalAutoregressive(nn.Module):
             cache: this stack's :class:`KVCache` with every earlier position; the position's
                 keys/values are stored in it.
             weights: :meth:`step_weights`, with the float32 output projection.
+            reads: ``cache.layout.reads(position)`` when the caller has them (the eager runner
+                looks them up by the position's int); None: computed here, from ``position``.
 
         Returns:
             float32 logits [B, embed_dim].
@@ -287,7 +290,7 @@ class ConditionalAutoregressive(nn.Module):
         cond = conditioning[:, 0] if conditioning.shape[1] == 1 else conditioning.index_select(1, t).view(batch, self.width)
         embedded = torch.where(position == 0, start, F.embedding(token, weights.embed))
         inputs = embedded + weights.pos_emb.index_select(0, t) + cond
-        hidden = self.transformer.step(inputs, t, cache, weights.blocks)
+        hidden = self.transformer.step(inputs, t, cache, weights.blocks, reads)
         if self.add_cond_after_transformer:
             hidden = hidden + cond
         return F.linear(hidden if hidden.dtype == torch.float32 else hidden.float(), weights.head)

@@ -103,9 +103,12 @@ class DecodeSession:
     def batch(self) -> int:
         return self.buffers.token.shape[0]
 
-    def _run(self) -> torch.Tensor:
+    def _run(self, position: int | None = None) -> torch.Tensor:
+        """The step on the buffers; eager, ``position`` (the buffer's value) looks its cache
+        reads up instead of computing them."""
         b = self.buffers
-        return self.decoder.step_fn(b.token, b.position, b.conditioning, b.start, b.cache, b.weights)
+        reads = None if position is None or self.decoder.options.compile else b.cache.layout.reads_at(position)
+        return self.decoder.step_fn(b.token, b.position, b.conditioning, b.start, b.cache, b.weights, reads)
 
     @torch.no_grad()
     def _capture(self) -> None:
@@ -145,7 +148,7 @@ class DecodeSession:
         if self.graph is not None:
             self.graph.replay()
             return self.output
-        return self._run()
+        return self._run(position)
 
 
 class StepDecoder:

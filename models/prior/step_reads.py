@@ -100,15 +100,14 @@ class StepLayout:
     """Per-position :class:`StepReads` of the kinds of one stack, on one device.
 
     Every kind's write slot, read slots and mask (additive, in ``dtype``) at every position are
-    tabulated once here; a
-    step looks up its position's row (three small index operations, shared by every layer),
-    which keeps the eager step cheap and the compiled one trivial. Dense attention's mask, a
-    prefix of ``n_ctx`` slots, is computed instead of tabulated (``n_ctx`` squared entries).
+    tabulated once here; a step looks up its position's row (three small index operations,
+    shared by every layer). Dense attention's mask, a prefix of ``n_ctx`` slots, is computed
+    instead of tabulated (``n_ctx`` squared entries).
     """
 
     def __init__(self, geometry: StackGeometry, kinds: list[AttentionKind], device: torch.device | str, dtype: torch.dtype):
         self.geometry = geometry
-        self.kinds = [kind for kind in dict.fromkeys(kinds)]
+        self.kinds = list(dict.fromkeys(kinds))
         g, long = geometry, dict(dtype=torch.long, device=device)
         bc = g.block_ctx
         t = torch.arange(g.n_ctx, **long)[:, None]  # [n_ctx, 1]: every query position
@@ -152,6 +151,17 @@ class StepLayout:
         seen = torch.cat(list(masks.values()), dim=1) if masks else None
         self._masks = None if seen is None else torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill_(~seen, float("-inf"))
         self._transpose = AttentionKind.TRANSPOSE_BLOCK in self._index
+        self._device = device
+        self._memo: dict[int, dict[AttentionKind, StepReads]] = {}
+
+    def reads_at(self, position: int) -> dict[AttentionKind, StepReads]:
+        """:meth:`reads` of a position given as an int, memoised: what the eager step is handed
+        instead of the few small tensor operations per step (compiled or captured steps compute
+        :meth:`reads` from their position tensor)."""
+        reads = self._memo.get(position)
+        if reads is None:
+            reads = self._memo[position] = self.reads(torch.tensor([position], device=self._device))
+        return reads
 
     def reads(self, position: torch.Tensor) -> dict[AttentionKind, StepReads]:
         """{kind: its :class:`StepReads` at ``position``} for every kind of the stack; position: long [1]."""

@@ -296,11 +296,20 @@ class LayerStack(nn.Module):
         """Every block's :class:`BlockWeights`, for :meth:`step`."""
         return [layer.step_weights() for layer in self._attn_mods]
 
-    def step(self, hidden_states: torch.Tensor, position: torch.Tensor, cache: KVCache, weights: list[BlockWeights]) -> torch.Tensor:
+    def step(
+        self,
+        hidden_states: torch.Tensor,
+        position: torch.Tensor,
+        cache: KVCache,
+        weights: list[BlockWeights],
+        reads: dict[AttentionKind, StepReads] | None = None,
+    ) -> torch.Tensor:
         """The static one-token step of ``position`` (long [1]) through every layer:
         float [B, width] -> [B, width]. ``cache`` comes from :meth:`new_cache`, ``weights`` from
-        :meth:`step_weights`."""
-        reads = cache.layout.reads(position)
+        :meth:`step_weights`; ``reads``: the cache layout's reads at ``position`` when the caller
+        has them (None: computed here)."""
+        if reads is None:
+            reads = cache.layout.reads(position)
         for w, layer_cache in zip(weights, cache.layers):
             hidden_states = TransformerBlock.step(w, hidden_states, reads[w.attn.kind], layer_cache)
         return hidden_states
