@@ -31,7 +31,7 @@ from models.prior.attention import Conv1D
 from models.prior.decoder import DecodeOptions, DecodeSession, StepDecoder
 from models.prior.kv_cache import KVCache
 from models.prior.sampling import TokenDrawer
-from models.prior.transformer import BlockWeights, LayerNorm, LayerStack, embedding_init_std, positional_init_std
+from models.prior.transformer import BlockWeights, LayerNorm, affine, LayerStack, embedding_init_std, positional_init_std
 
 
 class PositionalEmbedding(nn.Module):
@@ -293,7 +293,10 @@ class ConditionalAutoregressive(nn.Module):
         hidden = self.transformer.step(inputs, t, cache, weights.blocks, reads)
         if self.add_cond_after_transformer:
             hidden = hidden + cond
-        return F.linear(hidden if hidden.dtype == torch.float32 else hidden.float(), weights.head)
+        hidden = hidden if hidden.dtype == torch.float32 else hidden.float()
+        if torch.compiler.is_compiling():
+            return affine(hidden, weights.head.t())
+        return F.linear(hidden, weights.head)
 
     def step_weights(self, head: torch.Tensor | None = None) -> StepWeights:
         """The tensors :meth:`step` reads, as plain references. ``head``: the float32 output

@@ -38,10 +38,11 @@ _RECOMPILE_LIMIT = 64
 
 def _compile(step, device: torch.device):
     """``torch.compile`` of the step for ``device``. On CPU the generated code calls its kernels
-    from C++ (``cpp_wrapper``): the Python wrapper of ~100 kernel calls costs as much as a small
-    model's step; on CUDA the graph replay makes the wrapper irrelevant."""
+    from C++ (``cpp_wrapper``) and takes its intermediates from one planned pool
+    (``memory_planning``): per call, the Python wrapper and ~100 allocations cost as much as a
+    small model's step. On CUDA the graph replay makes both irrelevant."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-    options = {"cpp_wrapper": True} if device.type == "cpu" else {}
+    options = {"cpp_wrapper": True, "memory_planning": True} if device.type == "cpu" else {}
     return torch.compile(step, fullgraph=True, dynamic=False, options=options)
 
 

@@ -47,6 +47,20 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[name]
 
 
+# Compiled, a matrix product with fewer weights than this is written out as products and a sum,
+# which inductor fuses with its neighbours: below it the BLAS call costs more than its arithmetic
+# (a tiny model's step), above it the BLAS streams the weights faster than a generated loop.
+_WRITTEN_OUT_WEIGHTS = 1 << 16
+
+
+def affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``inputs @ weight + bias`` of inputs [B, in] and a [in, out] weight: [B, out] (the decode step's products)."""
+    if torch.compiler.is_compiling() and weight.numel() <= _WRITTEN_OUT_WEIGHTS:
+        product = (inputs.unsqueeze(-1) * weight).sum(-2)
+        return product if bias is None else product + bias
+    return torch.mm(inputs, weight) if bias is None else torch.addmm(bias, inputs, weight)
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm whose output keeps the input dtype (under autocast it computes in float32)."""
 
@@ -121,11 +135,11 @@ class TransformerBlock(nn.Module):
         tensor operations as possible.
         """
         normed = F.layer_norm(hidden_states, w.norm_shape, w.norm0_weight, w.norm0_bias, w.norm0_eps)
-        context = w.attn.step(torch.addmm(w.attn_bias, normed, w.attn_weight), reads, cache)
-        attended = torch.addmm(w.proj_bias, context, w.proj_weight)
+        context = w.attn.step(affine(normed, w.attn_weight, w.attn_bias), reads, cache)
+        attended = affine(context, w.proj_weight, w.proj_bias)
         mixed_in = hidden_states + attended
         normed = F.layer_norm(mixed_in, w.norm_shape, w.norm1_weight, w.norm1_bias, w.norm1_eps)
-        mixed = torch.addmm(w.mlp_proj_bias, w.act(torch.addmm(w.fc_bias, normed, w.fc_weight)), w.mlp_proj_weight)
+        mixed = affine(w.act(affine(normed, w.fc_weight, w.fc_bias)), w.mlp_proj_weight, w.mlp_proj_bias)
         if w.res_scale == 1.0:
             return mixed_in + mixed
         return hidden_states + w.res_scale * (attended + mixed)
@@ -333,6 +347,7 @@ __all__ = [
     "MLP",
     "TransformerBlock",
     "activation",
+    "affine",
     "embedding_init_std",
     "positional_init_std",
 ]
