@@ -107,10 +107,11 @@ def load_vqvae(source: str, *, init_seed: int = 0, device: torch.device | str = 
 
 def load_prior(
     source: str, level: int, *, init_seed: int = 0, device: torch.device | str = "cpu",
-    dtype: ServingDtype | str | torch.dtype | None = None,
+    dtype: ServingDtype | str | torch.dtype | None = ServingDtype.AUTO,
 ):
     """Prior ``level`` (0 is the top prior) of a preset (random, seeded) or of a checkpoint, in
-    ``dtype`` (a serving dtype such as ``"auto"``, see :func:`resolve_dtype`; None: as stored)."""
+    ``dtype``: a serving dtype (``"auto"``: bfloat16 on CUDA, float32 elsewhere; see
+    :func:`resolve_dtype`), a torch dtype, or None to keep the stored one."""
     from models.prior import JukeboxPrior
 
     dtype = resolve_dtype(dtype, device)
@@ -128,7 +129,8 @@ def load_prior(
 
 
 def load_model(
-    source: str, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: ServingDtype | str | torch.dtype | None = None
+    source: str, *, init_seed: int = 0, device: torch.device | str = "cpu",
+    dtype: ServingDtype | str | torch.dtype | None = ServingDtype.AUTO,
 ):
     """The whole :class:`~models.jukebox.JukeboxModel`; a preset gives the same weights as its parts
     loaded one by one with :func:`load_vqvae` / :func:`load_prior` and the same ``init_seed``.

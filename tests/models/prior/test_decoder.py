@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.loading import load_prior
+from models.loading import load_model, load_prior
 from models.prior import SamplingOptions
 from models.prior.decoder import DecodeOptions
 from models.seeding import window_seed
@@ -96,6 +96,9 @@ def test_serving_dtype_resolves_at_load():
     assert load_prior("tiny", 1, dtype="bfloat16").prior.embed_tokens.weight.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_prior("tiny", 1, dtype="float8")
+    model = load_model("tiny", dtype="bfloat16")  # the priors serve in it; the VQ-VAE keeps float32
+    assert {p.dtype for prior in model.priors for p in prior.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.vqvae.parameters()} == {torch.float32}
 
 
 def test_decode_options_are_checked():
