@@ -314,6 +314,12 @@ class ConditionalAutoregressive(nn.Module):
             self._decoder = StepDecoder(self, self._decode_options)
         return self._decoder
 
+    def __getstate__(self) -> dict:
+        # Copies and pickles start without this instance's decode buffers, graphs and compiled code.
+        state = self.__dict__.copy()
+        state["_decoder"] = None
+        return state
+
     def set_decode_options(self, options: DecodeOptions) -> None:
         """Run the one-token step eager, compiled and/or in CUDA graphs from the next window on."""
         if not isinstance(options, DecodeOptions):
@@ -373,11 +379,13 @@ class ConditionalAutoregressive(nn.Module):
         conditioning = self._conditioning(audio_conditioning, batch, context.device)
         if conditioning.shape[0] != batch:
             conditioning = conditioning.expand(batch, -1, -1)
-        session = self.decoder.session(batch)
-        session.begin(conditioning, self._start_embedding(batch, metadata_conditioning)[:, 0], last_encoder_hidden_states)
-        self.prefill(context, session.cache, conditioning, metadata_conditioning, chunk_size)
-        last = context[:, -1] if length else None
-        return self.decode_n_tokens(session, last, length, n_new, draw, vocab_range)
+        decoder = self.decoder
+        with decoder.lock:
+            session = decoder.session(batch)
+            session.begin(conditioning, self._start_embedding(batch, metadata_conditioning)[:, 0], last_encoder_hidden_states)
+            self.prefill(context, session.cache, conditioning, metadata_conditioning, chunk_size)
+            last = context[:, -1] if length else None
+            return self.decode_n_tokens(session, last, length, n_new, draw, vocab_range)
 
 
 class LyricEncoder(ConditionalAutoregressive):

@@ -14,11 +14,13 @@ tensors for one model and runs the step on them in one of three ways (:class:`De
 Every batch size gets a :class:`DecodeSession` whose tensors are views of the first rows of one
 allocation made for the largest batch seen, so a decoder holds one KV cache whatever batch sizes
 it serves; a larger batch reallocates and drops the sessions (and their graphs). A model keeps its
-decoder, so a pipeline actor keeps its graphs across windows.
+decoder, so a pipeline actor keeps its graphs across windows. Windows of one model therefore run
+one at a time (:attr:`StepDecoder.lock`); copies and pickles of a model leave its decoder behind.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -158,6 +160,9 @@ class StepDecoder:
     def __init__(self, model: ConditionalAutoregressive, options: DecodeOptions = DecodeOptions()):
         self.model, self.options = model, options
         self.step_fn = model.step  # compiled for the model's device at the first window
+        # One window at a time: its session's buffers are the model's (callers hold it from the
+        # window's start to its last token).
+        self.lock = threading.Lock()
         self._buffers: _Buffers | None = None
         self._sessions: dict[int, DecodeSession] = {}
         self._placement: tuple | None = None

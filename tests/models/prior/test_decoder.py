@@ -161,3 +161,25 @@ def test_compiled_cuda_graph_gives_the_eager_tokens():
     compiled = [sample(prior, 2, *window, options=SamplingOptions(top_k=1)) for window in WINDOWS]
     for window, a, b in zip(WINDOWS, eager, compiled):
         assert torch.equal(a, b), window
+
+
+def test_copies_start_without_the_decoder_and_threads_take_turns():
+    import copy
+    import threading
+
+    prior = build_ours("no_lyrics", seed=9)
+    expected = sample(prior, 2, *WINDOWS[1])
+    twin = copy.deepcopy(prior)
+    assert twin.prior._decoder is None and prior.prior._decoder is not None
+    assert torch.equal(sample(twin, 2, *WINDOWS[1]), expected)
+    results = [None] * 4
+
+    def run(index):
+        results[index] = sample(prior, 2, *WINDOWS[1])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(result, expected) for result in results)
