@@ -40,11 +40,12 @@ _RECOMPILE_LIMIT = 64
 
 def _compile(step, device: torch.device):
     """``torch.compile`` of the step for ``device``. On CPU the generated code calls its kernels
-    from C++ (``cpp_wrapper``) and takes its intermediates from one planned pool
-    (``memory_planning``): per call, the Python wrapper and ~100 allocations cost as much as a
-    small model's step. On CUDA the graph replay makes both irrelevant."""
+    from C++ (``cpp_wrapper``), takes its intermediates from one planned pool
+    (``memory_planning``) and does not re-check its ~100 inputs' sizes (``size_asserts``: dynamo's
+    guards already did): per call, each of these costs as much as a small model's arithmetic. On
+    CUDA the graph replay makes them irrelevant."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-    options = {"cpp_wrapper": True, "memory_planning": True} if device.type == "cpu" else {}
+    options = {"cpp_wrapper": True, "memory_planning": True, "size_asserts": False} if device.type == "cpu" else {}
     return torch.compile(step, fullgraph=True, dynamic=False, options=options)
 
 
