@@ -188,7 +188,8 @@ def main() -> None:
         print(f"{name}: {preset} prior {shape.prior_index}, full depth, window context {n_context}", flush=True)
         levels[name] = bench_level(shape, n_context, dtype, device, batches, steps, args.chunk, device.type == "cuda",
                                    args.compile, measured["sum_GB_s"] * 1e9, nominal)
-    print("projection (top + middle + bottom, one prefill per window):", flush=True)
+    unit = "CPU (dry run)" if args.dry_run else "GPU"
+    print(f"projection (top + middle + bottom, one prefill per window), {unit} minutes:", flush=True)
     projection = project(levels, plan, batches)
     figures = {"env": env, "bandwidth": measured, "nominal_bandwidth": nominal, "plan": plan, "levels": levels,
                "projection": projection, "wall_s": time.perf_counter() - started}
