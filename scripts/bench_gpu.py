@@ -151,8 +151,8 @@ def project(levels: dict, plan: list[dict], batches) -> dict:
         minutes = (decode_s + prefill_s) / SECONDS_PER_MINUTE
         out[batch] = {"gpu_minutes_per_audio_minute": minutes, "decode_minutes": decode_s / SECONDS_PER_MINUTE,
                       "prefill_minutes": prefill_s / SECONDS_PER_MINUTE, "song_minutes_per_gpu_hour": 60 / minutes}
-        print(f"  batch {batch:3d}: {minutes:.3f} GPU minutes per minute of audio (decode {decode_s / 60:.3f}, prefill "
-              f"{prefill_s / 60:.3f}); {60 / minutes:.1f} song-minutes per GPU-hour", flush=True)
+        print(f"  batch {batch:3d}: {minutes:.3f} device minutes per minute of audio (decode {decode_s / 60:.3f}, prefill "
+              f"{prefill_s / 60:.3f}); {60 / minutes:.1f} song-minutes per device-hour", flush=True)
     return out
 
 
@@ -188,8 +188,8 @@ def main() -> None:
         print(f"{name}: {preset} prior {shape.prior_index}, full depth, window context {n_context}", flush=True)
         levels[name] = bench_level(shape, n_context, dtype, device, batches, steps, args.chunk, device.type == "cuda",
                                    args.compile, measured["sum_GB_s"] * 1e9, nominal)
-    unit = "CPU (dry run)" if args.dry_run else "GPU"
-    print(f"projection (top + middle + bottom, one prefill per window), {unit} minutes:", flush=True)
+    device_name = "CPU, dry run" if args.dry_run else env["device"]
+    print(f"projection (top + middle + bottom, one prefill per window; device: {device_name}):", flush=True)
     projection = project(levels, plan, batches)
     figures = {"env": env, "bandwidth": measured, "nominal_bandwidth": nominal, "plan": plan, "levels": levels,
                "projection": projection, "wall_s": time.perf_counter() - started}
