@@ -31,6 +31,7 @@ from torch import nn
 
 from models.config import JukeboxConfig, JukeboxPriorConfig
 from models.pretrained import PreTrainedModule
+from models.prior.decoder import DecodeOptions
 from models.prior.prior import JukeboxPrior
 from models.sampling_checks import (
     N_HEADER_LABELS,
@@ -97,6 +98,11 @@ class JukeboxModel(PreTrainedModule):
             raise ValueError(f"got {len(priors)} priors for a config with nb_priors={config.nb_priors}")
         self.priors = nn.ModuleList(priors)
         self.geometries = level_geometries(config)
+
+    def set_decode_options(self, options: DecodeOptions) -> None:
+        """How every prior's one-token sampling step runs (eager, compiled, CUDA graphs)."""
+        for prior in self.priors:
+            prior.set_decode_options(options)
 
     @staticmethod
     def set_shared_params(model_config: JukeboxConfig) -> list[JukeboxPriorConfig]:

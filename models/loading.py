@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from enum import Enum
 
 import torch
 
@@ -17,6 +18,31 @@ from models.config import JukeboxConfig, read_config_dict
 from models.presets import is_preset, load_preset
 
 logger = logging.getLogger(__name__)
+
+
+class ServingDtype(str, Enum):
+    """The dtype priors sample in: weights, KV cache and activations (logits stay float32)."""
+
+    AUTO = "auto"  # bfloat16 on CUDA, float32 elsewhere
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+def resolve_dtype(dtype: ServingDtype | str | torch.dtype | None, device: torch.device | str) -> torch.dtype | None:
+    """The torch dtype of a serving dtype on ``device`` (``auto``: bfloat16 on CUDA, else float32).
+
+    A torch dtype or None (keep the stored dtype) passes through. ValueError names a bad value.
+    """
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        dtype = ServingDtype(dtype)
+    except ValueError:
+        raise ValueError(f"dtype must be one of {[d.value for d in ServingDtype]}, got {dtype!r}") from None
+    if dtype is ServingDtype.AUTO:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, dtype.value)
 
 
 def _component_seed(init_seed: int, component: str) -> int:
@@ -82,10 +108,16 @@ def load_vqvae(source: str, *, init_seed: int = 0, device: torch.device | str = 
     return JukeboxVQVAE.from_pretrained(source, dtype=dtype, device=device)
 
 
-def load_prior(source: str, level: int, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-    """Prior ``level`` (0 is the top prior) of a preset (random, seeded) or of a checkpoint."""
+def load_prior(
+    source: str, level: int, *, init_seed: int = 0, device: torch.device | str = "cpu",
+    dtype: ServingDtype | str | torch.dtype | None = ServingDtype.AUTO,
+):
+    """Prior ``level`` (0 is the top prior) of a preset (random, seeded) or of a checkpoint, in
+    ``dtype``: a serving dtype (``"auto"``: bfloat16 on CUDA, float32 elsewhere; see
+    :func:`resolve_dtype`), a torch dtype, or None to keep the stored one."""
     from models.prior import JukeboxPrior
 
+    dtype = resolve_dtype(dtype, device)
     if is_preset(source):
         config = load_preset(source)
         if not 0 <= level < config.nb_priors:
@@ -99,23 +131,35 @@ def load_prior(source: str, level: int, *, init_seed: int = 0, device: torch.dev
     return JukeboxPrior.from_pretrained(source, level=level, dtype=dtype, device=device)
 
 
-def load_model(source: str, *, init_seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+def load_model(
+    source: str, *, init_seed: int = 0, device: torch.device | str = "cpu",
+    dtype: ServingDtype | str | torch.dtype | None = ServingDtype.AUTO,
+):
     """The whole :class:`~models.jukebox.JukeboxModel`; a preset gives the same weights as its parts
-    loaded one by one with :func:`load_vqvae` / :func:`load_prior` and the same ``init_seed``."""
+    loaded one by one with :func:`load_vqvae` / :func:`load_prior` and the same ``init_seed``.
+
+    ``dtype`` (see :func:`resolve_dtype`) applies to the priors; the VQ-VAE stays float32, since
+    its codebook distances decide which tokens a prompt encodes to.
+    """
     from models.jukebox import JukeboxModel
 
+    dtype = resolve_dtype(dtype, device)
     if not is_preset(source):
         load_model_config(source)
-        return JukeboxModel.from_pretrained(source, dtype=dtype, device=device)
-    config = load_preset(source)
-    state = {f"vqvae.{k}": v for k, v in load_vqvae(source, init_seed=init_seed).state_dict().items()}
-    for level in range(config.nb_priors):
-        prior = load_prior(source, level, init_seed=init_seed)
-        state.update({f"priors.{level}.{k}": v for k, v in prior.state_dict().items()})
-    with torch.device("meta"):
-        model = JukeboxModel(config)
-    assign_state_dict(model, state, f"preset {source!r}")
-    return _finish(model, device, dtype)
+        model = JukeboxModel.from_pretrained(source, device=device)
+    else:
+        config = load_preset(source)
+        state = {f"vqvae.{k}": v for k, v in load_vqvae(source, init_seed=init_seed).state_dict().items()}
+        for level in range(config.nb_priors):
+            prior = load_prior(source, level, init_seed=init_seed)
+            state.update({f"priors.{level}.{k}": v for k, v in prior.state_dict().items()})
+        with torch.device("meta"):
+            model = JukeboxModel(config)
+        assign_state_dict(model, state, f"preset {source!r}")
+        model = _finish(model, device, None)
+    for prior in model.priors:
+        _finish(prior, device, dtype)
+    return model
 
 
 def from_preset(cls: type, name: str, *, level: int | None = None, dtype: torch.dtype | None = None,

@@ -14,16 +14,19 @@ blocks 16, 256 codes), its weights are loaded into ours, and both sample in the 
     levels and only the sampler differs;
 (e) per-token step time near the start and near the end of a window (must stay nearly flat):
     each decoding step of one upsampler window is timed (ours: ``decode_one_token``; reference: its
-    transformer's one-token forward), median of the first and of the last 32 steps.
+    transformer's one-token forward), median of the first and of the last 32 steps;
+(f) ours with the one-token step ``torch.compile``d (``DecodeOptions(compile=True)``) against ours
+    eager on the upsampler window (a), batch 1, compile time excluded (reported apart).
 
 The last line printed is one JSON object with every figure.
 
-Usage: python scripts/bench_sampling.py [--quick] [--device cpu|cuda] [--threads N] [--repeats N]
+Usage: python scripts/bench_sampling.py [--quick] [--device cpu|cuda] [--threads N (default 1)] [--repeats N]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -34,6 +37,7 @@ from transformers.models.jukebox import modeling_jukebox as reference_module
 
 from models.config import JukeboxConfig
 from models.jukebox import JukeboxModel
+from models.prior.decoder import DecodeOptions
 from models.prior.sampling import SamplingOptions
 
 WIDTH, LAYERS, N_CTX, BLOCKS, CODES, LYRIC_TOKENS = 64, 8, 256, 16, 256, 32
@@ -197,6 +201,24 @@ def bench_windows(reference, ours, labels, device, repeats: int) -> dict[str, ob
     return figures
 
 
+def bench_compiled(ours, labels, device, repeats: int) -> dict[str, object]:
+    """(f): the upsampler window of (a), eager and with the one-token step compiled."""
+    prior = ours.priors[1]
+    ratio = ours.geometries[1].upper_ratio
+    total_length = 16 * N_CTX * ours.geometries[1].raw_to_tokens
+    upper = torch.randint(0, CODES, (1, N_CTX // ratio), device=device)
+    run = lambda: our_window(prior, labels[1], upper, 0, N_CTX, total_length)  # noqa: E731
+    eager_s = best_time(run, repeats, device)
+    prior.set_decode_options(DecodeOptions(compile=True))
+    start = time.perf_counter()
+    run()
+    compile_s = time.perf_counter() - start
+    compiled_s = best_time(run, repeats, device)
+    prior.set_decode_options(DecodeOptions())
+    return {"f_compiled_upsampler_window": {"eager_tok_s": N_CTX / eager_s, "compiled_tok_s": N_CTX / compiled_s,
+                                            "ratio": eager_s / compiled_s, "compile_s": compile_s}}
+
+
 def bench_api(reference, ours, labels, device, quick: bool) -> dict[str, object]:
     """(d): the documented API on songs of several windows per level.
 
@@ -239,11 +261,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a shorter song for (d) and fewer timing runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: explicit, as oversubscribed "
+                        "threads make steps many times slower)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per figure, best kept (default 2, or 5)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     device = torch.device(args.device)
@@ -251,9 +273,11 @@ def main() -> None:
     torch.manual_seed(0)
     reference, ours = build_models(device)
     labels = make_labels(device)
-    figures: dict[str, object] = {"device": str(device), "threads": torch.get_num_threads(), "quick": args.quick}
+    figures: dict[str, object] = {"device": str(device), "threads": torch.get_num_threads(), "quick": args.quick,
+                                  "load": os.getloadavg()[0]}
     figures.update(bench_windows(reference, ours, labels, device, repeats))
     figures.update(bench_api(reference, ours, labels, device, args.quick))
+    figures.update(bench_compiled(ours, labels, device, repeats))
     for key, value in figures.items():
         print(f"{key}: {value}", flush=True)
     print(json.dumps(figures), flush=True)

@@ -19,15 +19,17 @@ A null key is a zero key with a zero value: it takes part in the softmax but add
 "``s <= t``" applies when the layer masks (``mask=True``, as in every released prior); sampling
 is always causal.
 
-Two paths compute the same thing:
+Three paths compute the same thing:
 
 - :meth:`SparseAttention.forward` takes a whole sequence and uses the block structure directly
   (blocks as a batch dimension), the cost of a sparse layer staying linear in ``n_ctx`` per block.
-- :meth:`SparseAttention.forward_cached` takes the next positions of a sequence being sampled and
-  a :class:`~models.prior.kv_cache.LayerKVCache`. A one-token step reads only the keys its kind
-  needs (a block, a strided column, the previous block...), so its cost grows at most linearly
-  with the context; a prefill chunk attends to the cached past plus itself under the kind's mask
-  (:func:`allowed_keys`).
+- :meth:`SparseAttention.forward_cached` (prefill) takes the next positions of a sequence being
+  sampled and a :class:`~models.prior.kv_cache.LayerKVCache`: the chunk attends to the cached
+  past plus itself under the kind's mask (:func:`allowed_keys`).
+- :meth:`SparseAttention.step` (decoding) takes one position given as a tensor and reads a fixed
+  set of cache slots per kind under a mask (:mod:`models.prior.step_reads`): a block, a column of
+  ``blocks`` keys, a pair of blocks..., so its cost grows at most linearly with the context and
+  its shapes never depend on the position.
 
 State-dict layout (``c_attn``, ``c_enc_kv``, ``c_proj`` with ``[in, out]`` weights) matches
 transformers' ``JukeboxAttention``.
@@ -40,6 +42,7 @@ from torch.nn import functional as F
 
 from models.config import AttentionKind
 from models.prior.kv_cache import LayerKVCache
+from models.prior.step_reads import StackGeometry, StepReads
 
 _BLOCKWISE = (AttentionKind.BLOCK, AttentionKind.TRANSPOSE_BLOCK, AttentionKind.PREV_BLOCK)
 _SUMMARIES = (AttentionKind.SUMMARY, AttentionKind.SUMMARY_SPREAD)
@@ -135,6 +138,21 @@ def _attend_recording(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return torch.matmul(probs.to(value.dtype), value), probs
 
 
+def one_query_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Softmax attention of one query [B, H, 1, d] over key/value [B, H, n, d] under ``mask``
+    [1, n] (additive, or bool: True seen) written out as products and sums: compiled, the whole
+    of it fuses into two loops over the keys, cheaper than a call of the attention kernel.
+    Returns [B, H, 1, d]."""
+    scores = (query * key).sum(-1, keepdim=True) * query.shape[-1] ** -0.5  # [B, H, n, 1]
+    if mask is not None:
+        mask = mask.view(1, 1, -1, 1)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = torch.softmax(scores.float(), dim=2).to(value.dtype)
+    return (probs * value).sum(2, keepdim=True)
+
+
 class SparseAttention(nn.Module):
     """One attention layer of kind ``kind`` over a context of ``n_ctx`` positions.
 
@@ -225,15 +243,13 @@ class SparseAttention(nn.Module):
             if end - back < length
         ]
 
-    def cache_spec(self) -> tuple[int, bool]:
-        """(capacity, ring) of the :class:`LayerKVCache` this layer needs when sampling."""
-        if self.kind is AttentionKind.BLOCK:
-            return self.block_ctx, True
-        if self.kind is AttentionKind.PREV_BLOCK:
-            return 2 * self.block_ctx, True
-        if self.kind is AttentionKind.PRIME:
-            return self.prime_len, False
-        return self.n_ctx, False
+    def geometry(self) -> StackGeometry:
+        """The context geometry of this layer (shared by every layer of its stack)."""
+        return StackGeometry(self.n_ctx, self.block_ctx, self.blocks, self.spread, self.prime_len)
+
+    def cache_spec(self) -> tuple[int, bool, int]:
+        """(capacity, ring, spare slots) of the :class:`LayerKVCache` this layer needs when sampling."""
+        return self.geometry().cache_spec(self.kind)
 
     def rule_kwargs(self) -> dict:
         """This layer's geometry as keyword arguments of :func:`allowed_keys`."""
@@ -337,7 +353,7 @@ class SparseAttention(nn.Module):
         cache.write(0, key.to(cache.keys.dtype), value.to(cache.values.dtype))
 
     def forward_cached(self, hidden_states: torch.Tensor, start: int, cache: LayerKVCache) -> torch.Tensor:
-        """Attention for positions ``[start, start + n)`` of a sequence being sampled.
+        """Attention for positions ``[start, start + n)`` of a sequence being sampled (the prefill path).
 
         Every earlier position must already be in ``cache``; this call adds its own keys/values.
 
@@ -351,49 +367,37 @@ class SparseAttention(nn.Module):
         """
         if self.kind is AttentionKind.CROSS:
             (query,) = self._split(self.c_attn(hidden_states), 1)
-            return self._output(self.attend_one(query, None, None, start, cache))
-        query, key, value = self._split(self.c_attn(hidden_states), 3)
-        if query.shape[2] == 1:
-            context = self.attend_one(query, key, value, start, cache)
-        else:
-            context = self._prefill_chunk(query, key, value, start, cache)
-        return self._output(context)
-
-    def attend_one(self, query, key, value, t: int, cache: LayerKVCache) -> torch.Tensor:
-        """One position ``t``: store its key/value [B, H, 1, d], attend with query [B, H, 1, d]
-        to exactly the keys its kind needs; returns the context [B, H, 1, d]."""
-        kind, bc = self.kind, self.block_ctx
-        if kind is AttentionKind.CROSS:
             key, value = cache.view(0, cache.capacity)
-            return F.scaled_dot_product_attention(query, key, value)
-        if kind is AttentionKind.PRIME:
-            if t < self.prime_len:
-                cache.write_one(t, key, value)
-            key, value = cache.view(0, min(t + 1, self.prime_len))
-            return F.scaled_dot_product_attention(query, key, value)
-        cache.write_one(t, key, value)
-        if kind is AttentionKind.DENSE:
-            key, value = cache.view(0, t + 1)
-        elif kind is AttentionKind.BLOCK:
-            key, value = cache.view(t - t % bc, t + 1)
-        elif kind is AttentionKind.TRANSPOSE_BLOCK:
-            key, value = cache.view(t % bc, t + 1, bc)
-        elif kind is AttentionKind.PREV_BLOCK:
-            block = t // bc
-            if block == 0:
-                return torch.zeros_like(query)
-            key, value = cache.view((block - 1) * bc, block * bc)
+            return self._output(F.scaled_dot_product_attention(query, key, value))
+        query, key, value = self._split(self.c_attn(hidden_states), 3)
+        return self._output(self._prefill_chunk(query, key, value, start, cache))
+
+    def step(self, projected: torch.Tensor, reads: StepReads, cache: LayerKVCache) -> torch.Tensor:
+        """The static one-token step: attention context of one position.
+
+        Args:
+            projected: ``c_attn`` of the normalised input, [B, 3 * attn_width] ([B, attn_width]
+                of queries for cross attention).
+            reads: this kind's slots and mask at the position (:class:`StepReads`).
+            cache: this layer's cache; the position's key/value are stored in it first.
+
+        Returns:
+            context [B, attn_width] (before ``c_proj``).
+        """
+        batch, heads, dim = projected.shape[0], self.n_heads, self.head_dim
+        if self.kind is AttentionKind.CROSS:
+            query = projected.view(batch, heads, 1, dim)
+            context = F.scaled_dot_product_attention(query, cache.keys, cache.values)
         else:
-            n_null = self.spread if kind is AttentionKind.SUMMARY_SPREAD else 1
-            positions = self.summary_positions(t + 1)
-            nulls = key.new_zeros(*key.shape[:2], n_null, key.shape[-1])
-            if positions:
-                index = torch.tensor(positions, device=key.device)
-                key, value = cache.keys.index_select(2, index), cache.values.index_select(2, index)
-                key, value = torch.cat([nulls, key], dim=2), torch.cat([nulls, value], dim=2)
+            query, key, value = projected.view(batch, 3, heads, 1, dim).unbind(1)
+            cache.store(reads.slot, key, value)
+            key, value = cache.read(reads.index)
+            # Eager, the fused attention kernel is one call instead of five.
+            if torch.compiler.is_compiling():
+                context = one_query_attention(query, key, value, reads.mask)
             else:
-                key, value = nulls, nulls
-        return F.scaled_dot_product_attention(query, key, value)
+                context = F.scaled_dot_product_attention(query, key, value, attn_mask=reads.mask)
+        return context.view(batch, heads * dim)
 
     def _prefill_chunk(self, query, key, value, start: int, cache: LayerKVCache) -> torch.Tensor:
         """Several positions: attend to the cached past plus the chunk under the kind's mask, then store the chunk."""

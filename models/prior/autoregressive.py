@@ -8,7 +8,9 @@ or samples (:meth:`generate`), gpt-fast style:
 
 - a :class:`~models.prior.kv_cache.KVCache` preallocated for the window;
 - :meth:`prefill`: the given context through the stack in chunks of ``chunk_size`` positions;
-- :meth:`decode_one_token`: one position -> logits, reading only the keys each layer needs;
+- :meth:`step`: the static one-token step (the position a tensor, fixed-shape cache reads),
+  run by a :class:`~models.prior.decoder.StepDecoder` eager, compiled or in a CUDA graph;
+- :meth:`decode_one_token`: one position -> logits through the decoder's session;
 - :meth:`decode_n_tokens`: the loop that feeds each drawn token back.
 
 :class:`LyricEncoder` is the same transformer used as the separate lyrics encoder of 5b_lyrics.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -25,9 +28,10 @@ from torch.nn import functional as F
 
 from models.config import JukeboxPriorConfig
 from models.prior.attention import Conv1D
+from models.prior.decoder import DecodeOptions, DecodeSession, StepDecoder
 from models.prior.kv_cache import KVCache
 from models.prior.sampling import TokenDrawer
-from models.prior.transformer import DecodeWeights, LayerNorm, LayerStack, embedding_init_std, positional_init_std
+from models.prior.transformer import BlockWeights, LayerNorm, affine, LayerStack, embedding_init_std, positional_init_std
 
 
 class PositionalEmbedding(nn.Module):
@@ -50,6 +54,28 @@ def next_token_bits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def _at_positions(conditioning: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Per-position conditioning [B, L, width] cut to ``[start, end)``; a [B, 1, width] one broadcasts."""
     return conditioning if conditioning.shape[1] == 1 else conditioning[:, start:end]
+
+
+class StepWeights(NamedTuple):
+    """What :meth:`ConditionalAutoregressive.step` reads besides its inputs and cache.
+
+    embed: [embed_dim, width] token embedding; pos_emb: [n_ctx, width]; blocks: each block's
+    :class:`~models.prior.transformer.BlockWeights`; head: float32 [embed_dim, width], the output
+    projection (logits are float32 whatever the model's dtype); head_source: the model's own
+    output projection weight, which ``head`` copies when the dtypes differ.
+    """
+
+    embed: torch.Tensor
+    pos_emb: torch.Tensor
+    blocks: list[BlockWeights]
+    head: torch.Tensor
+    head_source: torch.Tensor
+
+    def refresh_head(self) -> None:
+        """Copy the model's output projection into ``head`` (when they are not one tensor)."""
+        if self.head.data_ptr() != self.head_source.data_ptr():
+            with torch.no_grad():
+                self.head.copy_(self.head_source)
 
 
 class ConditionalAutoregressive(nn.Module):
@@ -102,6 +128,9 @@ class ConditionalAutoregressive(nn.Module):
             else:
                 nn.init.normal_(self.fc_proj_out.weight, std=embedding_init_std(config))
 
+        # The one-token step's buffers, sessions and graphs, made at the first window.
+        self._decode_options, self._decoder = DecodeOptions(), None
+
     def reset_non_persistent_buffers(self) -> None:
         """Re-tie the output projection to the token embedding (``load_state_dict(assign=True)``
         replaces the two tied parameters by separate tensors; the loader calls this afterwards)."""
@@ -122,12 +151,6 @@ class ConditionalAutoregressive(nn.Module):
         if self.audio_conditioning and audio_conditioning is not None:
             return audio_conditioning
         return torch.zeros(batch, 1, self.width, device=device, dtype=self.embed_tokens.weight.dtype)
-
-    def compute_dtype(self, device: torch.device) -> torch.dtype:
-        """dtype the attention keys come out in: the autocast dtype when autocast is on, else the weights'."""
-        if torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
-        return self.embed_tokens.weight.dtype
 
     # ------------------------------------------------------------------ teacher forcing
     def hidden_states(
@@ -234,36 +257,86 @@ class ConditionalAutoregressive(nn.Module):
             inputs = self.embed_positions(context[:, max(start - 1, 0) : end - 1], start, conditioning, metadata_conditioning)
             self._run_cached(inputs, start, cache, conditioning)
 
-    def decode_one_token(
+    def step(
         self,
-        prev_token: torch.Tensor | None,
-        position: int,
-        cache: KVCache,
+        token: torch.Tensor,
+        position: torch.Tensor,
         conditioning: torch.Tensor,
-        metadata_conditioning: torch.Tensor | None,
-        weights: list[DecodeWeights] | None = None,
+        start: torch.Tensor,
+        cache: KVCache,
+        weights: StepWeights,
+        reads: dict | None = None,
     ) -> torch.Tensor:
-        """Logits float [B, embed_dim] of ``position``, whose input is ``prev_token`` long [B]
-        (None at position 0). Every earlier position must be in ``cache``; ``weights`` are the
-        stack's :meth:`~LayerStack.decode_weights` (gathered here when None)."""
-        cond = conditioning[:, 0] if conditioning.shape[1] == 1 else conditioning[:, position]
-        if position == 0:
-            token_emb = self._start_embedding(conditioning.shape[0], metadata_conditioning)[:, 0]
-        else:
-            token_emb = F.embedding(prev_token, self.embed_tokens.weight)
-        hidden = self.transformer.decode(token_emb + self.pos_emb.pos_emb[position] + cond, position, cache, weights)
+        """The static one-token step: logits of ``position`` given the token before it.
+
+        One function of tensors for every position of every window (eager, compiled or captured
+        in a CUDA graph, see :mod:`models.prior.decoder`); nothing branches on the position.
+
+        Args:
+            token: long [B], the token at ``position - 1`` (ignored at position 0).
+            position: long [] (0-dim), the position whose logits to compute.
+            conditioning: [B, 1 or n_ctx, width], the window's per-position conditioning.
+            start: [B, width], the input of position 0 (start embedding).
+            cache: this stack's :class:`KVCache` with every earlier position; the position's
+                keys/values are stored in it.
+            weights: :meth:`step_weights`, with the float32 output projection.
+            reads: ``cache.layout.reads(position)`` when the caller has them (the eager runner
+                looks them up by the position's int); None: computed here, from ``position``.
+
+        Returns:
+            float32 logits [B, embed_dim].
+        """
+        batch, t = token.shape[0], position.view(1)
+        cond = conditioning[:, 0] if conditioning.shape[1] == 1 else conditioning.index_select(1, t).view(batch, self.width)
+        embedded = torch.where(position == 0, start, F.embedding(token, weights.embed))
+        inputs = embedded + weights.pos_emb.index_select(0, t) + cond
+        hidden = self.transformer.step(inputs, t, cache, weights.blocks, reads)
         if self.add_cond_after_transformer:
             hidden = hidden + cond
-        return F.linear(hidden, self.fc_proj_out.weight)
+        hidden = hidden if hidden.dtype == torch.float32 else hidden.float()
+        if torch.compiler.is_compiling():
+            return affine(hidden, weights.head.t())
+        return F.linear(hidden, weights.head)
+
+    def step_weights(self, head: torch.Tensor | None = None) -> StepWeights:
+        """The tensors :meth:`step` reads, as plain references. ``head``: the float32 output
+        projection; None: the weight itself for a float32 model, else a copy (refresh it with
+        :meth:`StepWeights.refresh_head` after loading weights)."""
+        source = self.fc_proj_out.weight
+        if head is None:
+            head = source.detach().float()
+        return StepWeights(self.embed_tokens.weight, self.pos_emb.pos_emb, self.transformer.step_weights(), head, source)
+
+    @property
+    def decoder(self) -> StepDecoder:
+        """This model's :class:`StepDecoder` (kept across windows; see :meth:`set_decode_options`)."""
+        if self._decoder is None:
+            self._decoder = StepDecoder(self, self._decode_options)
+        return self._decoder
+
+    def __getstate__(self) -> dict:
+        # Copies and pickles start without this instance's decode buffers, graphs and compiled code.
+        state = self.__dict__.copy()
+        state["_decoder"] = None
+        return state
+
+    def set_decode_options(self, options: DecodeOptions) -> None:
+        """Run the one-token step eager, compiled and/or in CUDA graphs from the next window on."""
+        if not isinstance(options, DecodeOptions):
+            raise ValueError(f"expected DecodeOptions, got {type(options).__name__}")
+        self._decode_options, self._decoder = options, None
+
+    def decode_one_token(self, session: DecodeSession, prev_token: torch.Tensor | None, position: int) -> torch.Tensor:
+        """float32 logits [B, embed_dim] of ``position`` whose input is ``prev_token`` long [B]
+        (None at position 0), every earlier position being in ``session``'s cache."""
+        return session.logits(prev_token, position)
 
     def decode_n_tokens(
         self,
+        session: DecodeSession,
         prev_token: torch.Tensor | None,
         start: int,
         n_new: int,
-        cache: KVCache,
-        conditioning: torch.Tensor,
-        metadata_conditioning: torch.Tensor | None,
         draw: TokenDrawer,
         vocab_range: tuple[int, int] | None = None,
     ) -> torch.LongTensor:
@@ -273,13 +346,12 @@ class ConditionalAutoregressive(nn.Module):
         ``vocab_range`` = (lo, hi) restricts the draws to ids ``lo <= id < hi``.
         """
         if n_new == 0:
-            return torch.empty(conditioning.shape[0], 0, dtype=torch.long, device=conditioning.device)
+            return torch.empty(session.batch, 0, dtype=torch.long, device=session.buffers.token.device)
         lo, hi = vocab_range or (0, self.embed_dim)
         restricted = (lo, hi) != (0, self.embed_dim)
-        weights = self.transformer.decode_weights()
         drawn = []
         for step in range(n_new):
-            logits = self.decode_one_token(prev_token, start + step, cache, conditioning, metadata_conditioning, weights)
+            logits = self.decode_one_token(session, prev_token, start + step)
             prev_token = draw(logits[:, lo:hi], step) + lo if restricted else draw(logits, step)
             drawn.append(prev_token)
         return torch.stack(drawn, dim=1)
@@ -297,21 +369,23 @@ class ConditionalAutoregressive(nn.Module):
     ) -> torch.LongTensor:
         """Continue ``context`` long [B, L] (positions 0..L-1) by ``n_new`` drawn tokens: long [B, n_new].
 
-        ``audio_conditioning`` float [B, n_ctx, width] (or [B, 1, width]), ``metadata_conditioning``
-        float [B, 1, width], ``last_encoder_hidden_states`` float [B, n_lyric, width] for cross
-        attention.
+        ``audio_conditioning`` [B, n_ctx, width] (or [B, 1, width]), ``metadata_conditioning``
+        [B, 1, width], ``last_encoder_hidden_states`` [B, n_lyric, width] for cross attention,
+        all in the model's dtype.
         """
         batch, length = context.shape
         if n_new < 0 or length + n_new > self.n_ctx:
             raise ValueError(f"cannot add {n_new} new tokens to {length} context tokens within this model's {self.n_ctx} positions")
-        device = context.device
-        conditioning = self._conditioning(audio_conditioning, batch, device)
+        conditioning = self._conditioning(audio_conditioning, batch, context.device)
         if conditioning.shape[0] != batch:
             conditioning = conditioning.expand(batch, -1, -1)
-        cache = self.transformer.new_cache(batch, self.compute_dtype(device), device, last_encoder_hidden_states)
-        self.prefill(context, cache, conditioning, metadata_conditioning, chunk_size)
-        last = context[:, -1] if length else None
-        return self.decode_n_tokens(last, length, n_new, cache, conditioning, metadata_conditioning, draw, vocab_range)
+        decoder = self.decoder
+        with decoder.lock:
+            session = decoder.session(batch)
+            session.begin(conditioning, self._start_embedding(batch, metadata_conditioning)[:, 0], last_encoder_hidden_states)
+            self.prefill(context, session.cache, conditioning, metadata_conditioning, chunk_size)
+            last = context[:, -1] if length else None
+            return self.decode_n_tokens(session, last, length, n_new, draw, vocab_range)
 
 
 class LyricEncoder(ConditionalAutoregressive):

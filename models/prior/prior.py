@@ -17,18 +17,17 @@ Where transformers 4.40.2 departs from the original OpenAI code, this follows th
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch.nn import functional as F
 
-from models.config import JukeboxPriorConfig
+from models.config import AttentionKind, JukeboxPriorConfig
 from models.pretrained import PreTrainedModule
-from models.config import AttentionKind
 from models.prior.autoregressive import ConditionalAutoregressive, LyricEncoder, next_token_bits
 from models.prior.conditioners import FIRST_GENRE, LabelConditioner, MusicTokenConditioner, relevant_lyric_tokens
+from models.prior.decoder import DecodeOptions
 from models.prior.sampling import GlobalDrawer, PerRow, SamplingOptions, SeededDrawer, check_window_request, per_row
 
 Labels = torch.Tensor | Sequence[torch.Tensor]
@@ -71,7 +70,6 @@ class JukeboxPrior(PreTrainedModule):
         self.lyric_conditioning = config.nb_relevant_lyric_tokens > 0
         self.nb_relevant_lyric_tokens = config.nb_relevant_lyric_tokens
         self.encoder_loss_fraction = config.encoder_loss_fraction
-        self.autocast_dtype = torch.float16  # used on CUDA; set to torch.bfloat16 to prefer bf16
         init_std = 0.02 * config.init_scale
 
         # Upsamplers condition on the tokens of the level above.
@@ -143,10 +141,9 @@ class JukeboxPrior(PreTrainedModule):
     def _device(self) -> torch.device:
         return self.prior.embed_tokens.weight.device
 
-    def _autocast(self, device: torch.device):
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.autocast_dtype)
-        return contextlib.nullcontext()
+    def set_decode_options(self, options: DecodeOptions) -> None:
+        """How the one-token sampling step runs (eager, compiled, CUDA graphs) from the next window on."""
+        self.prior.set_decode_options(options)
 
     # ------------------------------------------------------------------ labels and conditioning
     def _label_rows(self, labels: Labels) -> list[torch.Tensor]:
@@ -370,7 +367,7 @@ class JukeboxPrior(PreTrainedModule):
         device = self._device()
         total = self.n_ctx if sample_tokens is None else sample_tokens
         context = music_tokens if music_tokens is not None else torch.zeros(n_samples, 0, dtype=torch.long, device=device)
-        with torch.no_grad(), self._autocast(device):
+        with torch.no_grad():
             conditioning, start_emb, lyric_tokens = self.get_cond(music_tokens_conds, metadata)
             draw = GlobalDrawer(options)
             if self.is_encoder_decoder:
@@ -433,15 +430,13 @@ class JukeboxPrior(PreTrainedModule):
         if lyric_tokens.numel() and (int(lyric_tokens.min()) < 0 or int(lyric_tokens.max()) >= self.config.lyric_vocab_size):
             raise ValueError(f"lyric tokens must be in [0, {self.config.lyric_vocab_size}) for this prior")
         conds = [upper.to(device=device, dtype=torch.long)] if self.audio_conditioning else None
-        with self._autocast(device):
-            conditioning, start_emb, lyric_tokens = self.get_cond(conds, metadata)
-            draw = SeededDrawer(options, seeds, n_new, device)
-            if self.is_encoder_decoder:
-                merged, conditioning = self.prior_preprocess([lyric_tokens, context], [None, conditioning])
-                shift = self.config.lyric_vocab_size
-                music_ids = (shift, shift + self.config.music_vocab_size)
-                new = self.prior.generate(merged, n_new, draw, conditioning, start_emb, None, options.chunk_size, music_ids)
-                return new - shift
-            encoder_states = self.get_encoder_states(lyric_tokens, sample=True)
-            return self.prior.generate(context, n_new, draw, conditioning, start_emb, encoder_states, options.chunk_size)
-
+        conditioning, start_emb, lyric_tokens = self.get_cond(conds, metadata)
+        draw = SeededDrawer(options, seeds, n_new, device)
+        if self.is_encoder_decoder:
+            merged, conditioning = self.prior_preprocess([lyric_tokens, context], [None, conditioning])
+            shift = self.config.lyric_vocab_size
+            music_ids = (shift, shift + self.config.music_vocab_size)
+            new = self.prior.generate(merged, n_new, draw, conditioning, start_emb, None, options.chunk_size, music_ids)
+            return new - shift
+        encoder_states = self.get_encoder_states(lyric_tokens, sample=True)
+        return self.prior.generate(context, n_new, draw, conditioning, start_emb, encoder_states, options.chunk_size)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,6 +14,7 @@ from torch.nn import functional as F
 from models.config import AttentionKind, JukeboxPriorConfig, attention_kind
 from models.prior.attention import Conv1D, SparseAttention
 from models.prior.kv_cache import KVCache, LayerKVCache
+from models.prior.step_reads import StackGeometry, StepLayout, StepReads
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +45,20 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}: expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
+
+
+# Compiled, a matrix product with fewer weights than this is written out as products and a sum,
+# which inductor fuses with its neighbours: below it the BLAS call costs more than its arithmetic
+# (a tiny model's step), above it the BLAS streams the weights faster than a generated loop.
+_WRITTEN_OUT_WEIGHTS = 1 << 16
+
+
+def affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``inputs @ weight + bias`` of inputs [B, in] and a [in, out] weight: [B, out] (the decode step's products)."""
+    if torch.compiler.is_compiling() and weight.numel() <= _WRITTEN_OUT_WEIGHTS:
+        product = (inputs.unsqueeze(-1) * weight).sum(-2)
+        return product if bias is None else product + bias
+    return torch.mm(inputs, weight) if bias is None else torch.addmm(bias, inputs, weight)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -103,65 +117,60 @@ class TransformerBlock(nn.Module):
         """Positions ``[start, start + n)``: hidden_states [B, n, width] -> [B, n, width]."""
         return self._combine(hidden_states, self.attn.forward_cached(self.layer_norm_0(hidden_states), start, cache))
 
-    def decode_weights(self) -> DecodeWeights:
-        """Plain references to this block's tensors for :func:`decode_block`."""
-        attn, mlp, ln0, ln1 = self.attn, self.mlp, self.layer_norm_0, self.layer_norm_1
-        return DecodeWeights(
-            attn, attn.c_attn.weight, attn.c_attn.bias, attn.c_proj.weight, attn.c_proj.bias,
-            ln0.normalized_shape, ln0.weight, ln0.bias, ln0.eps, ln1.weight, ln1.bias, ln1.eps,
-            mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias, mlp.act, self.res_scale,
+    def step_weights(self) -> BlockWeights:
+        """This block's tensors as plain references for :meth:`step`."""
+        attn, mlp, norm0, norm1 = self.attn, self.mlp, self.layer_norm_0, self.layer_norm_1
+        return BlockWeights(
+            attn, norm0.normalized_shape, norm0.eps, norm0.weight, norm0.bias, attn.c_attn.weight, attn.c_attn.bias,
+            attn.c_proj.weight, attn.c_proj.bias, norm1.eps, norm1.weight, norm1.bias, mlp.c_fc.weight, mlp.c_fc.bias,
+            mlp.act, mlp.c_proj.weight, mlp.c_proj.bias, self.res_scale,
         )
 
+    @staticmethod
+    def step(w: BlockWeights, hidden_states: torch.Tensor, reads: StepReads, cache: LayerKVCache) -> torch.Tensor:
+        """The static one-token step of a block with weights ``w`` (:meth:`step_weights`):
+        float [B, width] -> [B, width] (:mod:`models.prior.step_reads`).
 
-class DecodeWeights(NamedTuple):
-    """One block's tensors as plain references, gathered once per sampled window.
+        The computation of :meth:`forward_cached` on one position (inference only), in as few
+        tensor operations as possible.
+        """
+        normed = F.layer_norm(hidden_states, w.norm_shape, w.norm0_weight, w.norm0_bias, w.norm0_eps)
+        context = w.attn.step(affine(normed, w.attn_weight, w.attn_bias), reads, cache)
+        attended = affine(context, w.proj_weight, w.proj_bias)
+        mixed_in = hidden_states + attended
+        normed = F.layer_norm(mixed_in, w.norm_shape, w.norm1_weight, w.norm1_bias, w.norm1_eps)
+        mixed = affine(w.act(affine(normed, w.fc_weight, w.fc_bias)), w.mlp_proj_weight, w.mlp_proj_bias)
+        if w.res_scale == 1.0:
+            return mixed_in + mixed
+        return hidden_states + w.res_scale * (attended + mixed)
 
-    The one-token loop is bound by Python overhead at small sizes, and every ``nn.Module``
-    attribute lookup costs about half a microsecond: a block step would make ~25 of them.
+
+class BlockWeights(NamedTuple):
+    """One block's tensors and settings as plain references, for the one-token step.
+
+    Gathered once per window: eager, a step of a small model would otherwise spend more time in
+    ``nn.Module`` attribute lookups (about 20 per block, half a microsecond each) than in its
+    kernels. Compiled or captured steps see the same tensors.
     """
 
     attn: SparseAttention
+    norm_shape: tuple[int, ...]
+    norm0_eps: float
+    norm0_weight: torch.Tensor
+    norm0_bias: torch.Tensor
     attn_weight: torch.Tensor
     attn_bias: torch.Tensor
     proj_weight: torch.Tensor
     proj_bias: torch.Tensor
-    norm_shape: tuple[int, ...]
-    norm0_weight: torch.Tensor
-    norm0_bias: torch.Tensor
-    norm0_eps: float
+    norm1_eps: float
     norm1_weight: torch.Tensor
     norm1_bias: torch.Tensor
-    norm1_eps: float
     fc_weight: torch.Tensor
     fc_bias: torch.Tensor
+    act: Callable[[torch.Tensor], torch.Tensor]
     mlp_proj_weight: torch.Tensor
     mlp_proj_bias: torch.Tensor
-    act: Callable[[torch.Tensor], torch.Tensor]
     res_scale: float
-
-
-def decode_block(w: DecodeWeights, hidden_states: torch.Tensor, t: int, cache: LayerKVCache) -> torch.Tensor:
-    """The one-token step of position ``t`` through one block: float [B, width] -> [B, width].
-
-    Same computation as :meth:`TransformerBlock.forward_cached` on one position (inference only),
-    in as few tensor operations as possible: this is the sampler's inner loop.
-    """
-    attn = w.attn
-    batch = hidden_states.shape[0]
-    normed = F.layer_norm(hidden_states, w.norm_shape, w.norm0_weight, w.norm0_bias, w.norm0_eps)
-    projected = torch.addmm(w.attn_bias, normed, w.attn_weight)
-    if attn.kind is AttentionKind.CROSS:
-        context = attn.attend_one(projected.view(batch, attn.n_heads, 1, attn.head_dim), None, None, t, cache)
-    else:
-        query, key, value = projected.view(batch, 3, attn.n_heads, 1, attn.head_dim).unbind(1)
-        context = attn.attend_one(query, key, value, t, cache)
-    attended = torch.addmm(w.proj_bias, context.reshape(batch, -1), w.proj_weight)
-    mixed_in = hidden_states + attended
-    normed = F.layer_norm(mixed_in, w.norm_shape, w.norm1_weight, w.norm1_bias, w.norm1_eps)
-    mixed = torch.addmm(w.mlp_proj_bias, w.act(torch.addmm(w.fc_bias, normed, w.fc_weight)), w.mlp_proj_weight)
-    if w.res_scale == 1.0:
-        return mixed_in + mixed
-    return hidden_states + w.res_scale * (attended + mixed)
 
 
 class LayerStack(nn.Module):
@@ -204,7 +213,7 @@ class LayerStack(nn.Module):
         init_std: float = 0.02,
     ):
         super().__init__()
-        self.n_ctx, self.width = n_ctx, width
+        self.n_ctx, self.width, self.encoder_len = n_ctx, width, encoder_len
         self._attn_mods = nn.ModuleList(
             TransformerBlock(
                 SparseAttention(
@@ -259,23 +268,37 @@ class LayerStack(nn.Module):
                 recorded[index] = probs
         return hidden_states, recorded
 
-    def new_cache(
-        self, batch: int, dtype: torch.dtype, device: torch.device | str, encoder_states: torch.Tensor | None = None
-    ) -> KVCache:
-        """A preallocated cache for sampling ``batch`` sequences; cross layers get the encoder's keys/values now."""
+    @property
+    def geometry(self) -> StackGeometry:
+        """The context geometry shared by every layer."""
+        return self._attn_mods[0].attn.geometry()
+
+    def new_cache(self, batch: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
+        """A preallocated, zeroed cache for sampling ``batch`` sequences (cross layers: call
+        :meth:`fill_cross_caches` with the window's lyric-encoder states)."""
         caches = []
         for layer in self._attn_mods:
             attn = layer.attn
             if attn.kind is AttentionKind.CROSS:
+                capacity, ring, spare = self.encoder_len, False, 0
+            else:
+                capacity, ring, spare = attn.cache_spec()
+            caches.append(
+                LayerKVCache(batch, attn.n_heads, capacity, attn.head_dim, ring=ring, spare=spare, dtype=dtype, device=device)
+            )
+        return KVCache(caches, StepLayout(self.geometry, self.kinds, device, dtype))
+
+    def fill_cross_caches(self, cache: KVCache, encoder_states: torch.Tensor | None) -> None:
+        """Write the keys/values of the lyric-encoder states [B, encoder_len, width] into the cross layers' caches."""
+        for layer, layer_cache in zip(self._attn_mods, cache.layers):
+            if layer.kind is AttentionKind.CROSS:
                 if encoder_states is None:
                     raise ValueError("this stack has cross_attention layers: sampling needs the lyric encoder states")
-                cache = LayerKVCache(batch, attn.n_heads, encoder_states.shape[1], attn.head_dim, dtype=dtype, device=device)
-                attn.fill_cross_cache(cache, encoder_states)
-            else:
-                capacity, ring = attn.cache_spec()
-                cache = LayerKVCache(batch, attn.n_heads, capacity, attn.head_dim, ring=ring, dtype=dtype, device=device)
-            caches.append(cache)
-        return KVCache(caches)
+                if encoder_states.shape[1] != layer_cache.capacity:
+                    raise ValueError(
+                        f"got {encoder_states.shape[1]} lyric-encoder states, the cross layers read {layer_cache.capacity}"
+                    )
+                layer.attn.fill_cross_cache(layer_cache, encoder_states)
 
     def forward_cached(self, hidden_states: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
         """Positions ``[start, start + n)`` of sequences being sampled: [B, n, width] -> [B, n, width]."""
@@ -283,14 +306,26 @@ class LayerStack(nn.Module):
             hidden_states = layer.forward_cached(hidden_states, start, layer_cache)
         return hidden_states
 
-    def decode_weights(self) -> list[DecodeWeights]:
-        """Every block's :class:`DecodeWeights` (gather once per window, pass to :meth:`decode`)."""
-        return [layer.decode_weights() for layer in self._attn_mods]
+    def step_weights(self) -> list[BlockWeights]:
+        """Every block's :class:`BlockWeights`, for :meth:`step`."""
+        return [layer.step_weights() for layer in self._attn_mods]
 
-    def decode(self, hidden_states: torch.Tensor, t: int, cache: KVCache, weights: list[DecodeWeights] | None = None) -> torch.Tensor:
-        """The one-token step of position ``t`` through every layer: float [B, width] -> [B, width]."""
-        for block, layer_cache in zip(weights or self.decode_weights(), cache.layers):
-            hidden_states = decode_block(block, hidden_states, t, layer_cache)
+    def step(
+        self,
+        hidden_states: torch.Tensor,
+        position: torch.Tensor,
+        cache: KVCache,
+        weights: list[BlockWeights],
+        reads: dict[AttentionKind, StepReads] | None = None,
+    ) -> torch.Tensor:
+        """The static one-token step of ``position`` (long [1]) through every layer:
+        float [B, width] -> [B, width]. ``cache`` comes from :meth:`new_cache`, ``weights`` from
+        :meth:`step_weights`; ``reads``: the cache layout's reads at ``position`` when the caller
+        has them (None: computed here)."""
+        if reads is None:
+            reads = cache.layout.reads(position)
+        for w, layer_cache in zip(weights, cache.layers):
+            hidden_states = TransformerBlock.step(w, hidden_states, reads[w.attn.kind], layer_cache)
         return hidden_states
 
 
@@ -306,13 +341,13 @@ def embedding_init_std(config: JukeboxPriorConfig) -> float:
 
 __all__ = [
     "ACTIVATIONS",
-    "DecodeWeights",
+    "BlockWeights",
     "LayerNorm",
     "LayerStack",
     "MLP",
     "TransformerBlock",
     "activation",
-    "decode_block",
+    "affine",
     "embedding_init_std",
     "positional_init_std",
 ]

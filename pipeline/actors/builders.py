@@ -11,7 +11,8 @@ import torch
 
 from models.checkpoint import check_checkpoint
 from models.config import JukeboxConfig
-from models.loading import load_model_config, load_prior, load_vqvae
+from models.loading import ServingDtype, load_model_config, load_prior, load_vqvae
+from models.prior.decoder import DecodeOptions
 from models.presets import is_preset, preset_tokenizer_settings
 from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer, UnknownNamePolicy
 from models.windows import LevelGeometry, level_geometries
@@ -49,18 +50,26 @@ def geometries(config: JukeboxConfig) -> dict[int, LevelGeometry]:
 
 
 def stage_factories(
-    source: str, init_seed: int, chunk_samples: int | None = None
+    source: str,
+    init_seed: int,
+    chunk_samples: int | None = None,
+    *,
+    dtype: ServingDtype | str = ServingDtype.AUTO,
+    decode: DecodeOptions = DecodeOptions(),
 ) -> dict[Stage, Callable[[torch.device, int], Any]]:
     """Per stage, a picklable callable ``(device, max_batch) -> stage object`` run inside an actor.
 
-    ``chunk_samples`` bounds the audio the encode stage encodes per call (see ``EncodeStage``).
+    ``chunk_samples`` bounds the audio the encode stage encodes per call (see ``EncodeStage``);
+    ``dtype`` and ``decode`` say how the sampling stages' priors run (see ``ModelSpec``).
     """
     factories: dict[Stage, Callable[[torch.device, int], Any]] = {
         Stage.TOKENIZE: functools.partial(build_tokenize_stage, source),
         Stage.ENCODE: functools.partial(build_encode_stage, source, init_seed=init_seed, chunk_samples=chunk_samples),
     }
     for stage in SAMPLING_STAGES:
-        factories[stage] = functools.partial(build_prior_stage, source, stage_level(stage), init_seed=init_seed)
+        factories[stage] = functools.partial(
+            build_prior_stage, source, stage_level(stage), init_seed=init_seed, dtype=dtype, decode=decode
+        )
     factories[Stage.DECODE] = functools.partial(build_decode_stage, source, init_seed=init_seed)
     return factories
 
@@ -97,11 +106,22 @@ def build_tokenize_stage(source: str, device: torch.device | None = None, max_ba
     return TokenizeStage(build_tokenizer(source), config.nb_priors)
 
 
-def build_prior_stage(source: str, level: int, device: torch.device, max_batch: int, *, init_seed: int) -> PriorWindowStage:
-    """The sampling stage of VQ-VAE ``level`` (0 = finest)."""
+def build_prior_stage(
+    source: str,
+    level: int,
+    device: torch.device,
+    max_batch: int,
+    *,
+    init_seed: int,
+    dtype: ServingDtype | str = ServingDtype.AUTO,
+    decode: DecodeOptions = DecodeOptions(),
+) -> PriorWindowStage:
+    """The sampling stage of VQ-VAE ``level`` (0 = finest), its prior in serving ``dtype`` with its
+    one-token step run as ``decode`` says (the actor keeps the step's buffers and CUDA graphs)."""
     config = load_model_config(source)
     prior_index = config.nb_priors - 1 - level
-    prior = load_prior(source, prior_index, init_seed=init_seed, device=device)
+    prior = load_prior(source, prior_index, init_seed=init_seed, device=device, dtype=dtype)
+    prior.set_decode_options(decode)
     return PriorWindowStage(prior, max_batch=max_batch, device=device)
 
 

@@ -130,7 +130,9 @@ class Pools:
         """``factories`` replace the stage objects built from the model (per stage; e.g. stand-ins);
         ``stages`` are the pools to start (default: :func:`needed_stages` without prompts)."""
         self.cfg = cfg
-        defaults = builders.stage_factories(cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples)
+        defaults = builders.stage_factories(
+            cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples, dtype=cfg.model.dtype, decode=cfg.model.decode
+        )
         self.factories = {**defaults, **(factories or {})}
         self.storage = storage
         self.run_id = run_id or storage.run_id or uuid.uuid4().hex[:8]

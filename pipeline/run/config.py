@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from models.loading import ServingDtype
+from models.prior.decoder import DecodeOptions
 from pipeline.run.grid import GridSong, GridSpec, iter_grid
 from pipeline.run.grid_files import read_text
 from pipeline.run.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
@@ -52,11 +54,20 @@ class ModelSpec:
         preset: name of a preset in ``conf/model/`` (``tiny``, ``1b_lyrics``, ``5b``, ``5b_lyrics``).
         checkpoint: a ``save_pretrained`` directory, local or fsspec URL; wins over ``preset``.
         init_seed: seed of the random weights of a preset (every actor builds identical weights).
+        dtype: what the priors sample in (weights, KV cache, activations): ``auto`` is bfloat16
+            on CUDA and float32 on CPU; logits and the seeded draws stay float32/float64.
+        compile: ``torch.compile`` the priors' one-token step (compile time is paid per actor
+            and batch size).
+        cuda_graphs: capture the step in CUDA graphs (one per batch size, kept across windows);
+            None: on CUDA devices.
     """
 
     preset: str | None = "tiny"
     checkpoint: str | None = None
     init_seed: int = 0
+    dtype: ServingDtype = ServingDtype.AUTO
+    compile: bool = False
+    cuda_graphs: bool | None = None
 
     def __post_init__(self) -> None:
         if self.preset is None and self.checkpoint is None:
@@ -67,6 +78,11 @@ class ModelSpec:
     def source(self) -> str:
         """What the model loaders take: the checkpoint when given, else the preset name."""
         return self.checkpoint if self.checkpoint is not None else str(self.preset)
+
+    @property
+    def decode(self) -> DecodeOptions:
+        """How the priors' one-token step runs."""
+        return DecodeOptions(compile=self.compile, cuda_graphs=self.cuda_graphs)
 
 
 MAX_ACTORS = 10_000  # per stage; far beyond any cluster's GPUs for models of this size

@@ -146,3 +146,21 @@ def make_labels(prior: JukeboxPrior, batch: int, n_lyrics: int = 40, seed: int =
 
 def random_tokens(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def every_kind_prior(seed: int = 0) -> JukeboxPrior:
+    """A prior with a lyrics encoder whose layers cycle through every attention kind (dense,
+    block, transpose-block, previous-block, summary, summary-spread, prime over the first
+    positions, cross attention to the encoder), for checks of the one-token step."""
+    from models.config import AttentionKind
+    from models.prior.transformer import LayerStack
+
+    prior = build_ours("separate_lyrics", seed=seed, num_layers=2)
+    config = prior.config
+    stack = LayerStack(
+        list(AttentionKind), config.hidden_size, config.n_heads, int(config.attention_multiplier * config.hidden_size),
+        int(config.mlp_multiplier * config.hidden_size), config.n_ctx, config.blocks, spread=2,
+        encoder_len=config.nb_relevant_lyric_tokens,
+    )
+    prior.prior.transformer = randomize_(stack, seed + 1).eval()
+    return prior

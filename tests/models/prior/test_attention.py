@@ -1,4 +1,4 @@
-"""Every attention kind: full path == masked dense oracle; cached path == full path; minimal reads."""
+"""Every attention kind: full path == masked dense oracle; prefill and static one-token steps == full path."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +7,7 @@ import torch
 from models.config import AttentionKind
 from models.prior.attention import SparseAttention, allowed_keys
 from models.prior.kv_cache import LayerKVCache
+from models.prior.step_reads import StepLayout
 from tests.models.prior import single_thread  # noqa: F401  (autouse fixture)
 
 WIDTH, N_CTX, BLOCKS, SPREAD, ENCODER_LEN, N_LYRIC_STATES = 16, 24, 4, 2, 5, 7
@@ -33,9 +34,9 @@ def new_cache(attn: SparseAttention, batch: int, encoder_states: torch.Tensor, c
         cache = cls(batch, attn.n_heads, encoder_states.shape[1], attn.head_dim)
         attn.fill_cross_cache(cache, encoder_states)
         return cache
-    capacity, ring = attn.cache_spec()
-    cache = cls(batch, attn.n_heads, capacity, attn.head_dim, ring=ring)
-    cache.keys.fill_(float("nan"))  # a read of a never-written slot would poison the output
+    capacity, ring, spare = attn.cache_spec()
+    cache = cls(batch, attn.n_heads, capacity, attn.head_dim, ring=ring, spare=spare)
+    cache.keys.fill_(float("nan"))  # a prefill read of a never-written slot would poison the output
     cache.values.fill_(float("nan"))
     return cache
 
@@ -70,48 +71,28 @@ def test_cached_path_equals_full_sequence(kind, chunks):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
 
 
-class CountingCache(LayerKVCache):
-    """A cache that records how many keys each read returned."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reads: list[int] = []
-
-    def view(self, lo, hi, step=1):
-        keys, values = super().view(lo, hi, step)
-        self.reads.append(keys.shape[2])
-        return keys, values
-
-
-def expected_keys(kind: AttentionKind, t: int) -> int:
-    """Keys a one-token step at position t may read (nulls excluded)."""
-    return {
-        AttentionKind.DENSE: t + 1,
-        AttentionKind.BLOCK: t % BLOCK_CTX + 1,
-        AttentionKind.TRANSPOSE_BLOCK: t // BLOCK_CTX + 1,
-        AttentionKind.PREV_BLOCK: BLOCK_CTX if t >= BLOCK_CTX else 0,
-        AttentionKind.PRIME: min(t + 1, (ENCODER_LEN // BLOCKS + 1) * BLOCKS),
-        AttentionKind.CROSS: N_LYRIC_STATES,
-    }[kind]
-
-
-@pytest.mark.parametrize(
-    "kind", [k for k in AttentionKind if k not in (AttentionKind.SUMMARY, AttentionKind.SUMMARY_SPREAD)], ids=lambda k: k.value
-)
-def test_one_token_steps_read_only_the_keys_they_need(kind):
+@pytest.mark.parametrize("prefix", [0, 5, 13])
+@pytest.mark.parametrize("kind", list(AttentionKind), ids=lambda k: k.value)
+def test_static_steps_equal_the_full_sequence(kind, prefix):
+    """A prefill of ``prefix`` positions, then one static step per position (the position a
+    tensor), through the ring buffers' wrap-around, reproduce the full-sequence output. Slots a
+    step must not see hold huge garbage, so reading one would show."""
     attn = make_attention(kind)
-    hidden, encoder_states = inputs(batch=1)
-    cache = new_cache(attn, 1, encoder_states, cls=CountingCache)
-    capacity, _ = attn.cache_spec()
-    if kind is AttentionKind.BLOCK:
-        assert capacity == BLOCK_CTX
-    if kind is AttentionKind.PREV_BLOCK:
-        assert capacity == 2 * BLOCK_CTX
+    hidden, encoder_states = inputs()
+    cache = new_cache(attn, hidden.shape[0], encoder_states)
+    if kind is not AttentionKind.CROSS:
+        garbage = 1e4 * torch.randn(cache.keys.shape, generator=torch.Generator().manual_seed(1))
+        cache.keys.zero_().narrow(2, 0, cache.capacity).copy_(garbage.narrow(2, 0, cache.capacity))
+        cache.values.zero_().narrow(2, 0, cache.capacity).copy_(-garbage.narrow(2, 0, cache.capacity))
+    layout = StepLayout(attn.geometry(), [kind], "cpu", torch.float32)
     with torch.no_grad():
-        for t in range(N_CTX):
-            cache.reads.clear()
-            attn.forward_cached(hidden[:, t : t + 1], t, cache)
-            assert sum(cache.reads) == expected_keys(kind, t), (kind, t, cache.reads)
+        full, _ = attn(hidden, encoder_states)
+        pieces = [attn.forward_cached(hidden[:, :prefix], 0, cache)] if prefix else []
+        for t in range(prefix, N_CTX):
+            reads = layout.reads(torch.tensor([t]))[kind]
+            context = attn.step(attn.c_attn(hidden[:, t]), reads, cache)
+            pieces.append(attn.c_proj(context)[:, None])
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_summary_steps_read_only_the_ends_of_finished_blocks():
@@ -173,16 +154,35 @@ def test_ring_cache_keeps_the_last_positions_in_order():
     assert keys.flatten().tolist() == [6, 7, 8, 9]
     keys, _ = cache.view(8, 10)
     assert keys.flatten().tolist() == [8, 9]
-    cache.write_one(10, values[:, :, :1] + 10, values[:, :, :1] + 10)
+    cache.store(torch.tensor([10 % 4]), values[:, :, :1] + 10, values[:, :, :1] + 10)
     assert cache.gather(7, 11)[0].flatten().tolist() == [7, 8, 9, 10]
 
 
-def test_flat_cache_refuses_positions_past_its_end_and_resizes():
-    cache = LayerKVCache(2, 1, 4, 3)
+def test_flat_cache_refuses_positions_past_its_end_and_views_its_first_rows():
+    cache = LayerKVCache(2, 1, 4, 3, spare=1)
     with pytest.raises(IndexError):
         cache.write(3, torch.zeros(2, 1, 2, 3), torch.zeros(2, 1, 2, 3))
-    cache.resize(5)
-    assert cache.keys.shape == (5, 1, 4, 3) and cache.values.shape == (5, 1, 4, 3)
-    cache.keys.fill_(1.0)
+    assert cache.keys.shape == (2, 1, 5, 3)
+    first = cache.rows(1)
+    first.write(0, torch.ones(1, 1, 4, 3), torch.ones(1, 1, 4, 3))
+    assert cache.keys[0, :, :4].eq(1).all() and not cache.keys[0, :, 4:].any() and not cache.keys[1].any()
+    with pytest.raises(ValueError, match="3 rows"):
+        cache.rows(3)
     cache.reset()
-    assert not cache.keys.any()
+    assert not cache.keys.any() and not cache.values.any()
+
+
+@pytest.mark.parametrize("boolean", [True, False])
+def test_one_query_attention_written_out_equals_the_kernel(boolean):
+    """The compiled step's attention (products and sums) is the attention kernel's."""
+    from torch.nn import functional as F
+
+    from models.prior.attention import one_query_attention
+
+    gen = torch.Generator().manual_seed(3)
+    query, key, value = (torch.randn(2, 3, n, 8, generator=gen) for n in (1, 11, 11))
+    seen = torch.rand(1, 11, generator=gen) < 0.6
+    seen[0, 0] = True
+    mask = seen if boolean else torch.zeros(1, 11).masked_fill(~seen, float("-inf"))
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    torch.testing.assert_close(one_query_attention(query, key, value, mask), expected, atol=1e-6, rtol=1e-5)
