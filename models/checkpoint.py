@@ -19,7 +19,6 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import fsspec
 import torch

@@ -17,6 +17,9 @@ from typing import Any, ClassVar, TypeVar
 
 import fsspec
 
+from models.checks import is_int
+from models.windows import raw_to_tokens_per_level
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
@@ -191,8 +194,9 @@ class JukeboxVQVAEConfig(_ConfigBase):
         for attr in ("nb_discrete_codes", "conv_input_shape", "embed_dim", "levels", "res_conv_depth",
                      "res_conv_width", "res_convolution_multiplier", "res_dilation_growth_rate", "sample_length"):
             value = getattr(self, attr)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_int(value) or value <= 0:
                 _fail(name, attr, value, "a positive integer")
+            setattr(self, attr, int(value))  # a numpy integer would not serialize
         if self.act_fn not in ACTIVATIONS:
             _fail(name, "act_fn", self.act_fn, f"one of {ACTIVATIONS}")
         if self.multipliers is None:  # transformers accepts None for "no per-level scaling"
@@ -223,11 +227,7 @@ class JukeboxVQVAEConfig(_ConfigBase):
     @property
     def hop_lengths(self) -> list[int]:
         """Audio samples per token at each level, finest first (e.g. [8, 32, 128])."""
-        hops, total = [], 1
-        for down, stride in zip(self.res_downs_t, self.res_strides_t):
-            total *= stride**down
-            hops.append(total)
-        return hops
+        return raw_to_tokens_per_level(self.res_downs_t, self.res_strides_t)
 
     @classmethod
     def _select(cls, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -290,11 +290,13 @@ class JukeboxPriorConfig(_ConfigBase):
         for attr in ("hidden_size", "num_layers", "n_ctx", "n_heads", "blocks", "music_vocab_size",
                      "timing_dims", "sampling_rate", "res_conv_depth", "res_conv_width"):
             value = getattr(self, attr)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_int(value) or value <= 0:
                 _fail(name, attr, value, "a positive integer")
+            setattr(self, attr, int(value))  # a numpy integer would not serialize
         # transformers saves lyric_vocab_size 0 for priors without lyrics: the field is unused there
-        if not isinstance(self.lyric_vocab_size, int) or isinstance(self.lyric_vocab_size, bool) or self.lyric_vocab_size < 0:
+        if not is_int(self.lyric_vocab_size) or self.lyric_vocab_size < 0:
             _fail(name, "lyric_vocab_size", self.lyric_vocab_size, "an integer >= 0")
+        self.lyric_vocab_size = int(self.lyric_vocab_size)
         try:
             self.attention_pattern = AttentionPattern(self.attention_pattern).value
         except ValueError:

@@ -7,7 +7,6 @@ stage holding the bottom upsampler never reads the top prior.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from enum import Enum
 
@@ -16,6 +15,7 @@ import torch
 from models.checkpoint import assign_state_dict
 from models.config import JukeboxConfig, read_config_dict
 from models.presets import is_preset, load_preset
+from models.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def resolve_dtype(dtype: ServingDtype | str | torch.dtype | None, device: torch.
 
 
 def _component_seed(init_seed: int, component: str) -> int:
-    digest = hashlib.blake2b(f"jukebox-init:{init_seed}:{component}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return derive_seed("init", init_seed, component)
 
 
 def _seeded_build(init_seed: int, component: str, build):

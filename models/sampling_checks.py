@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.checks import is_int, is_number
 from models.config import JukeboxConfig, JukeboxPriorConfig
+from models.prior.conditioners import ARTIST, FIRST_GENRE
 from models.prior.sampling import SamplingOptions
 from models.windows import LevelGeometry, Window, length_for_seconds, level_geometries
 
 UPSAMPLER_TEMPERATURE = 0.99  # the original notebook's temperature for both upsamplers
 SONG_SEED_HIGH = 2**62  # song seeds drawn from torch's global generator when none are given
-N_HEADER_LABELS = 4  # [total_length, offset, duration, artist] precede the genres in a label row
+N_HEADER_LABELS = FIRST_GENRE  # [total_length, offset, duration, artist] precede the genres in a label row
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,6 @@ class SamplingRequest:
     offset: int
     geometries: tuple[LevelGeometry, ...]
     jobs: Mapping[int, LevelJob]
-
-
-def is_int(value: Any) -> bool:
-    """Whether ``value`` is a Python or numpy integer (not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def describe(value: Any) -> str:
@@ -230,7 +227,7 @@ def check_total_length(
         total, source = int(sample_length), f"sample_length={sample_length}"
     else:
         seconds = sample_length_in_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.number)) or not seconds > 0:
+        if not is_number(seconds) or not seconds > 0:
             raise ValueError(f"sample_length_in_seconds must be a positive number, got {seconds!r}")
         total, source = length_for_seconds(float(seconds), sampling_rate, top), f"sample_length_in_seconds={seconds}"
     if total < top:
@@ -308,7 +305,7 @@ def check_labels(
             )
         if prior.metadata_conditioning:
             n_genres, n_artists = prior.metadata_dims
-            artists, genres = label[:, 3], label[:, 4:n_meta]
+            artists, genres = label[:, ARTIST], label[:, FIRST_GENRE:n_meta]
             if int(artists.min()) < 0 or int(artists.max()) >= n_artists:
                 raise ValueError(f"labels[{index}] artist ids {artists.tolist()} outside prior {index}'s [0, {n_artists})")
             if int(genres.min()) < -1 or int(genres.max()) >= n_genres:

@@ -33,6 +33,7 @@ import fsspec
 import numpy as np
 import torch
 
+from models.checks import is_int
 from models.vocabulary import (
     N_SUGGESTIONS,
     ARTISTS_FILE,
@@ -163,12 +164,12 @@ class JukeboxTokenizer:
         if isinstance(version, str) or not isinstance(version, Sequence) or len(version) == 0:
             raise ValueError(f"version must be a non-empty list of 'v2'/'v3', one per prior, got {version!r}")
         self.version: tuple[LabelVersion, ...] = tuple(as_version(v) for v in version)
-        if not isinstance(max_n_lyric_tokens, int) or isinstance(max_n_lyric_tokens, bool) or max_n_lyric_tokens < 0:
+        if not is_int(max_n_lyric_tokens) or max_n_lyric_tokens < 0:
             raise ValueError(f"max_n_lyric_tokens must be an integer >= 0, got {max_n_lyric_tokens!r}")
-        slots = [n_genres] * len(self.version) if isinstance(n_genres, int) else n_genres
+        slots = [n_genres] * len(self.version) if is_int(n_genres) else n_genres
         if (
             isinstance(slots, (str, bytes)) or not isinstance(slots, Sequence) or len(slots) != len(self.version)
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in slots)
+            or not all(is_int(n) and n >= 1 for n in slots)
         ):
             raise ValueError(
                 f"n_genres must be an integer >= 1 or one per prior ({len(self.version)} integers >= 1), got {n_genres!r}"
@@ -181,9 +182,9 @@ class JukeboxTokenizer:
             raise ValueError(
                 f"on_unknown_name must be one of {[p.value for p in UnknownNamePolicy]}, got {on_unknown_name!r}"
             ) from None
-        self.genre_slots: tuple[int, ...] = tuple(slots)
-        self.n_genres: int | tuple[int, ...] = slots[0] if len(set(slots)) == 1 else self.genre_slots
-        self.max_n_lyric_tokens = max_n_lyric_tokens
+        self.genre_slots: tuple[int, ...] = tuple(int(n) for n in slots)
+        self.n_genres: int | tuple[int, ...] = self.genre_slots[0] if len(set(slots)) == 1 else self.genre_slots
+        self.max_n_lyric_tokens = int(max_n_lyric_tokens)
         self.unk_token = unk_token
 
         self.artists_encoder = load_vocabulary(artists_file, ARTISTS_FILE)

@@ -21,6 +21,8 @@ from typing import Any
 
 import fsspec
 
+from models.checks import is_int
+
 ARTISTS_FILE = "artists.json"
 GENRES_FILE = "genres.json"
 LYRICS_FILE = "lyrics.json"
@@ -158,7 +160,7 @@ def load_vocabulary(path: str | os.PathLike[str] | None, default_name: str) -> d
     data = _shipped_json(default_name) if path is None else _read_json(path)
     source = default_name if path is None else os.fspath(path)
     if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in data.items()
+        isinstance(k, str) and is_int(v) for k, v in data.items()
     ):
         raise ValueError(f"vocabulary file {source!r} must hold a JSON object of name -> integer id")
     return data

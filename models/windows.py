@@ -25,11 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+from models.checks import check_int, is_number
 
 
 def hop_length(n_ctx: int, hop_fraction: float) -> int:
@@ -38,8 +34,8 @@ def hop_length(n_ctx: int, hop_fraction: float) -> int:
     Raises ValueError unless ``0 < hop_fraction <= 1`` and the hop is at least one token (a hop
     longer than the window would leave gaps no window samples).
     """
-    _check_int("n_ctx", n_ctx, 1)
-    if isinstance(hop_fraction, bool) or not isinstance(hop_fraction, (int, float)) or not 0 < hop_fraction <= 1:
+    check_int("n_ctx", n_ctx, 1)
+    if not is_number(hop_fraction) or not 0 < hop_fraction <= 1:
         raise ValueError(f"hop_fraction must be a number in (0, 1], got {hop_fraction!r}")
     hop = int(hop_fraction * n_ctx)
     if hop < 1:
@@ -56,9 +52,9 @@ def get_starts(total_tokens: int, n_ctx: int, hop: int) -> list[int]:
     window gets the single window ``[0]`` (the original rule would give a negative start; its
     callers sample such a level as one partial window instead). No tokens, no windows.
     """
-    _check_int("total_tokens", total_tokens, 0)
-    _check_int("n_ctx", n_ctx, 1)
-    _check_int("hop", hop, 1)
+    check_int("total_tokens", total_tokens, 0)
+    check_int("n_ctx", n_ctx, 1)
+    check_int("hop", hop, 1)
     if total_tokens == 0:
         return []
     if total_tokens <= n_ctx:
@@ -89,7 +85,7 @@ class Window:
 
     def upper_span(self, ratio: int) -> tuple[int, int]:
         """Upper-level positions ``[start // ratio, end // ratio)`` covering this window's time span."""
-        _check_int("ratio", ratio, 1)
+        check_int("ratio", ratio, 1)
         return self.start // ratio, self.end // ratio
 
 
@@ -106,11 +102,11 @@ def plan_windows(
     being continued). ``max_new`` stops the plan after that many new tokens (the last window is
     cut short); positions are unchanged.
     """
-    _check_int("n_ctx", n_ctx, 1)
-    _check_int("hop", hop, 1)
-    _check_int("n_existing", n_existing, 0)
+    check_int("n_ctx", n_ctx, 1)
+    check_int("hop", hop, 1)
+    check_int("n_existing", n_existing, 0)
     if max_new is not None:
-        _check_int("max_new", max_new, 0)
+        check_int("max_new", max_new, 0)
     if hop > n_ctx:
         raise ValueError(f"hop={hop} is longer than the window n_ctx={n_ctx}: tokens between windows would never be sampled")
     windows: list[Window] = []
@@ -143,16 +139,16 @@ def windows_covering(windows: Sequence[Window], lo: int, hi: int) -> list[int]:
 
 def tokens_for_length(total_length: int, raw_to_tokens: int) -> int:
     """Tokens of a level with ``raw_to_tokens`` audio samples per token in ``total_length`` samples."""
-    _check_int("total_length", total_length, 0)
-    _check_int("raw_to_tokens", raw_to_tokens, 1)
+    check_int("total_length", total_length, 0)
+    check_int("raw_to_tokens", raw_to_tokens, 1)
     return total_length // raw_to_tokens
 
 
 def length_for_seconds(seconds: float, sampling_rate: int, top_raw_to_tokens: int) -> int:
     """Song length in audio samples for ``seconds``, rounded down to whole top-level tokens (as the original)."""
-    _check_int("sampling_rate", sampling_rate, 1)
-    _check_int("top_raw_to_tokens", top_raw_to_tokens, 1)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+    check_int("sampling_rate", sampling_rate, 1)
+    check_int("top_raw_to_tokens", top_raw_to_tokens, 1)
+    if not is_number(seconds) or seconds < 0:
         raise ValueError(f"seconds must be a non-negative number, got {seconds!r}")
     return int(seconds * sampling_rate) // top_raw_to_tokens * top_raw_to_tokens
 
@@ -229,7 +225,7 @@ def level_geometries(config: Any, hop_fraction: float | Sequence[float] | None =
     """
     n_priors = config.nb_priors
     fractions = config.hop_fraction if hop_fraction is None else hop_fraction
-    if isinstance(fractions, (int, float)) and not isinstance(fractions, bool):
+    if is_number(fractions):
         fractions = [fractions] * n_priors
     fractions = list(fractions)
     if len(fractions) != n_priors:

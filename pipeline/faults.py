@@ -1,4 +1,5 @@
-"""Injection points for fault tests: named places in the pipeline where a test can make a process die or pause.
+"""Injection points for fault tests: named places in the pipeline where a test can make a
+process die or pause.
 
 Tests set ``JUKEBOX_FAULTS`` to ``point@N[:action],...`` (a point may appear with several N); the
 N-th time a process passes ``point`` (counted per process) it takes the action:

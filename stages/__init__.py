@@ -1,2 +1,3 @@
-"""Ray-free pipeline stages: each wraps a model for one step (tokenize, sample a window, decode)
-and batches requests of many songs; the pipeline runs them inside Ray actors."""
+"""Ray-free pipeline stages: each wraps a model for one step (tokenize, sample a window, decode,
+encode); the batched ones run requests of many songs in one call (:mod:`stages.batching`). The
+pipeline runs them inside Ray actors; nothing here knows of Ray, Hydra or storage."""

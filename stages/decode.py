@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.batching import BatchShare, group_batches
+from stages.batching import BatchedStage, BatchShare
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class DecodeResult(BatchShare):
     batch_size: int
 
 
-class DecodeStage:
+class DecodeStage(BatchedStage[DecodeRequest, DecodeResult]):
     """Decodes chunks with a ``JukeboxVQVAE``.
 
     Args:
@@ -73,10 +73,8 @@ class DecodeStage:
     """
 
     def __init__(self, vqvae: torch.nn.Module, max_batch: int = 1, device: torch.device | str = "cpu") -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        super().__init__(max_batch)
         self.vqvae = vqvae
-        self.max_batch = max_batch
         self.device = torch.device(device)
         self._receptive_fields: dict[int, int] = {}
 
@@ -121,17 +119,9 @@ class DecodeStage:
         logger.info("VQ-VAE level %d: decoder receptive field %d tokens each side", level, reach)
         return reach
 
-    def run_batch(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
+    def _run(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
         """Decode requests sharing one :meth:`DecodeRequest.batch_key`."""
-        if not requests:
-            return []
         first = requests[0]
-        key = first.batch_key()
-        mismatched = [r.song_id for r in requests if r.batch_key() != key]
-        if mismatched:
-            raise ValueError(f"decode requests of songs {mismatched} do not line up with song {first.song_id!r}'s; batch by batch_key()")
-        if len(requests) > self.max_batch:
-            raise ValueError(f"got {len(requests)} requests, more than max_batch={self.max_batch}")
         tokens = torch.from_numpy(np.stack([np.asarray(r.tokens, dtype=np.int64) for r in requests]))
         hop = self.hop_length(first.level)
         started = time.time()
@@ -139,11 +129,3 @@ class DecodeStage:
         finished = time.time()
         crop = audio[:, (first.start - first.lo) * hop : (first.end - first.lo) * hop].numpy()
         return [DecodeResult(np.ascontiguousarray(crop[i]), started, finished, len(requests)) for i in range(len(requests))]
-
-    def __call__(self, requests: Sequence[DecodeRequest]) -> list[DecodeResult]:
-        """Decode any requests: grouped into compatible batches, results in request order."""
-        results: list[DecodeResult | None] = [None] * len(requests)
-        for batch in group_batches([r.batch_key() for r in requests], self.max_batch):
-            for index, result in zip(batch, self.run_batch([requests[i] for i in batch])):
-                results[index] = result
-        return [r for r in results if r is not None]

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.batching import BatchShare, group_batches
+from models.checks import is_int
+from stages.batching import BatchedStage, BatchShare
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def encoder_receptive_field(encoder: nn.Module) -> int:
     return field
 
 
-class EncodeStage:
+class EncodeStage(BatchedStage[EncodeRequest, EncodeResult]):
     """Encodes audio with a ``JukeboxVQVAE``.
 
     Args:
@@ -96,20 +97,18 @@ class EncodeStage:
 
     def __init__(self, vqvae: nn.Module, max_batch: int = 1, device: torch.device | str = "cpu",
                  levels: Sequence[int] | None = None, chunk_samples: int | None = None) -> None:
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
+        super().__init__(max_batch)
         n_levels = len(vqvae.hop_lengths)
         levels = tuple(range(n_levels)) if levels is None else tuple(sorted(set(levels)))
         if not levels or levels != tuple(range(levels[0], levels[-1] + 1)) or not 0 <= levels[0] <= levels[-1] < n_levels:
             raise ValueError(f"levels must be a contiguous range of VQ-VAE levels in [0, {n_levels}), got {levels}")
         self.vqvae = vqvae
-        self.max_batch = max_batch
         self.device = torch.device(device)
         self.levels = levels
         # Chunk edges fall on whole tokens of every encoded level.
         self.unit = int(vqvae.hop_lengths[levels[-1]])
         chunk = DEFAULT_CHUNK_SAMPLES if chunk_samples is None else chunk_samples
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        if not is_int(chunk) or chunk < 1:
             raise ValueError(f"chunk_samples must be an integer >= 1 or None, got {chunk_samples!r}")
         self.chunk_samples = max(self.unit, chunk // self.unit * self.unit)
         field = max(encoder_receptive_field(vqvae.encoders[level]) for level in levels)
@@ -123,16 +122,9 @@ class EncodeStage:
         tokens = self.vqvae.encode(tensor, start_level=self.levels[0], end_level=self.levels[-1] + 1)
         return [t.cpu().numpy().astype(np.int32) for t in tokens]
 
-    def run_batch(self, requests: Sequence[EncodeRequest]) -> list[EncodeResult]:
+    def _run(self, requests: Sequence[EncodeRequest]) -> list[EncodeResult]:
         """Encode requests sharing one :meth:`EncodeRequest.batch_key`, chunk by chunk."""
-        if not requests:
-            return []
         first = requests[0]
-        mismatched = [r.song_id for r in requests if r.batch_key() != first.batch_key()]
-        if mismatched:
-            raise ValueError(f"encode requests of songs {mismatched} differ in shape from song {first.song_id!r}'s; batch by batch_key()")
-        if len(requests) > self.max_batch:
-            raise ValueError(f"got {len(requests)} requests, more than max_batch={self.max_batch}")
         n_samples = first.audio.shape[0] // self.unit * self.unit
         if n_samples == 0:
             raise ValueError(f"song {first.song_id!r}: {first.audio.shape[0]} samples, fewer than one token of level "
@@ -153,11 +145,3 @@ class EncodeStage:
                          started, finished, len(requests))
             for i in range(len(requests))
         ]
-
-    def __call__(self, requests: Sequence[EncodeRequest]) -> list[EncodeResult]:
-        """Encode any requests: grouped into batches of equal shape, results in request order."""
-        results: list[EncodeResult | None] = [None] * len(requests)
-        for batch in group_batches([r.batch_key() for r in requests], self.max_batch):
-            for index, result in zip(batch, self.run_batch([requests[i] for i in batch])):
-                results[index] = result
-        return [r for r in results if r is not None]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models.prior.sampling import SamplingOptions
-from stages.batching import BatchShare, group_batches
+from stages.batching import BatchedStage, BatchShare
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class WindowResult(BatchShare):
     batch_size: int
 
 
-class PriorWindowStage:
+class PriorWindowStage(BatchedStage[WindowRequest, WindowResult]):
     """Samples windows with one prior.
 
     Args:
@@ -78,23 +78,13 @@ class PriorWindowStage:
     """
 
     def __init__(self, prior: torch.nn.Module, max_batch: int = 1, device: torch.device | str = "cpu") -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        super().__init__(max_batch)
         self.prior = prior
-        self.max_batch = max_batch
         self.device = torch.device(device)
 
-    def run_batch(self, requests: Sequence[WindowRequest]) -> list[WindowResult]:
+    def _run(self, requests: Sequence[WindowRequest]) -> list[WindowResult]:
         """Sample a batch of requests sharing one :meth:`WindowRequest.batch_key`."""
-        if not requests:
-            return []
         first = requests[0]
-        key = first.batch_key()
-        mismatched = [r.song_id for r in requests if r.batch_key() != key]
-        if mismatched:
-            raise ValueError(f"requests of songs {mismatched} do not line up with song {first.song_id!r}'s window; batch by batch_key()")
-        if len(requests) > self.max_batch:
-            raise ValueError(f"got {len(requests)} requests, more than max_batch={self.max_batch}")
 
         def stack(arrays: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack([np.asarray(a, dtype=np.int64) for a in arrays])).to(self.device)
@@ -114,11 +104,3 @@ class PriorWindowStage:
             raise RuntimeError(f"sample_window returned shape {tuple(new.shape)}, expected {expected}")
         tokens = new.to("cpu", torch.int32).numpy()
         return [WindowResult(tokens[i].copy(), started, finished, len(requests)) for i in range(len(requests))]
-
-    def __call__(self, requests: Sequence[WindowRequest]) -> list[WindowResult]:
-        """Sample any requests: grouped into compatible batches, results in request order."""
-        results: list[WindowResult | None] = [None] * len(requests)
-        for batch in group_batches([r.batch_key() for r in requests], self.max_batch):
-            for index, result in zip(batch, self.run_batch([requests[i] for i in batch])):
-                results[index] = result
-        return [r for r in results if r is not None]

@@ -1,7 +1,6 @@
 """Tokenization stage: a song's artist, genres and lyrics to the labels of every prior."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +35,3 @@ class TokenizeStage:
         """int64 [label_len] labels of one song for each level."""
         per_prior = self.tokenizer.encode(song.artist, list(song.genres), song.lyrics)
         return {self.n_levels - 1 - index: np.asarray(ids, dtype=np.int64) for index, ids in enumerate(per_prior)}
-
-    def __call__(self, songs: Sequence[Conditioning]) -> list[dict[int, np.ndarray]]:
-        return [self.labels(song) for song in songs]

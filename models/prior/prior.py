@@ -17,7 +17,6 @@ Where transformers 4.40.2 departs from the original OpenAI code, this follows th
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Sequence
 
 import torch
@@ -26,9 +25,18 @@ from torch.nn import functional as F
 from models.config import AttentionKind, JukeboxPriorConfig
 from models.pretrained import PreTrainedModule
 from models.prior.autoregressive import ConditionalAutoregressive, LyricEncoder, next_token_bits
-from models.prior.conditioners import FIRST_GENRE, LabelConditioner, MusicTokenConditioner, relevant_lyric_tokens
+from models.prior.conditioners import (
+    FIRST_GENRE,
+    LENGTH,
+    OFFSET,
+    TOTAL_LENGTH,
+    LabelConditioner,
+    MusicTokenConditioner,
+    relevant_lyric_tokens,
+)
 from models.prior.decoder import DecodeOptions
 from models.prior.sampling import GlobalDrawer, PerRow, SamplingOptions, SeededDrawer, check_window_request, per_row
+from models.windows import raw_to_tokens_per_level
 
 Labels = torch.Tensor | Sequence[torch.Tensor]
 
@@ -125,7 +133,7 @@ class JukeboxPrior(PreTrainedModule):
         self.total_loss_dims = self.nb_relevant_lyric_tokens + self.next_token_prediction_loss_dims
         self.downsamples = [stride**down for stride, down in zip(config.res_strides_t, config.res_downs_t)]
         self.cond_downsample = self.downsamples[self.level] if self.level != 0 else None
-        self.raw_to_tokens = math.prod(self.downsamples[: nb_priors - self.level])
+        self.raw_to_tokens = raw_to_tokens_per_level(config.res_downs_t, config.res_strides_t)[nb_priors - 1 - self.level]
         self.sample_length = self.n_ctx * self.raw_to_tokens
 
     @property
@@ -168,7 +176,7 @@ class JukeboxPrior(PreTrainedModule):
         if self.nb_relevant_lyric_tokens > 0:
             windows, indices = [], []
             for row in rows:
-                tokens, index = relevant_lyric_tokens(row[head:], self.nb_relevant_lyric_tokens, row[0], row[1], row[2])
+                tokens, index = relevant_lyric_tokens(row[head:], self.nb_relevant_lyric_tokens, row[TOTAL_LENGTH], row[OFFSET], row[LENGTH])
                 windows.append(torch.cat([row[:head], tokens]))
                 indices.append(index)
             return torch.stack(windows), indices
@@ -191,7 +199,8 @@ class JukeboxPrior(PreTrainedModule):
         timed = []
         for row, row_start, row_total, row_offset in zip(rows, starts, totals, offsets):
             row = row.clone()
-            row[0], row[1], row[2] = int(row_total), int(row_offset) + int(row_start * self.raw_to_tokens), int(self.sample_length)
+            row[TOTAL_LENGTH], row[OFFSET] = int(row_total), int(row_offset) + int(row_start * self.raw_to_tokens)
+            row[LENGTH] = int(self.sample_length)
             timed.append(row)
         metadata, indices = self.set_metadata_lyric_tokens(torch.stack(timed) if isinstance(labels, torch.Tensor) else timed)
         return (metadata, indices) if get_indices else metadata

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch.nn import functional as F
 
+from models.checks import is_int, is_number
 from models.seeding import generator_for
 
 
@@ -43,16 +44,16 @@ class SamplingOptions:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
+        if not is_number(self.temperature) or not (
             math.isfinite(self.temperature) and self.temperature > 0
         ):
             raise ValueError(f"SamplingOptions.temperature must be a finite number > 0, got {self.temperature!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+        if not is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"SamplingOptions.top_k must be an int >= 0 (0 disables it), got {self.top_k!r}")
-        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 <= self.top_p <= 1.0:
+        if not is_number(self.top_p) or not 0.0 <= self.top_p <= 1.0:
             raise ValueError(f"SamplingOptions.top_p must be a number in [0, 1] (0 disables it), got {self.top_p!r}")
         if self.chunk_size is not None and (
-            isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size <= 0
+            not is_int(self.chunk_size) or self.chunk_size <= 0
         ):
             raise ValueError(f"SamplingOptions.chunk_size must be None or an int > 0, got {self.chunk_size!r}")
 
@@ -150,10 +151,6 @@ class GlobalDrawer:
         return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 PerRow = int | Sequence[int]
 """One int for every row of a batch, or a sequence of one int per row."""
 
@@ -164,13 +161,13 @@ def per_row(value: PerRow, batch: int, name: str) -> list[int]:
     Raises:
         ValueError: naming ``name`` when ``value`` is neither an int nor ``batch`` ints.
     """
-    if _is_int(value):
+    if is_int(value):
         return [value] * batch
     if isinstance(value, torch.Tensor) and value.dim() == 1 and not value.dtype.is_floating_point:
         value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != batch:
         raise ValueError(f"{name} must be an int or a sequence of {batch} ints (one per row), got {value!r}")
-    if not all(_is_int(v) for v in value):
+    if not all(is_int(v) for v in value):
         raise ValueError(f"{name} must hold ints, got {list(value)!r}")
     return list(value)
 
@@ -208,7 +205,7 @@ def check_window_request(
         raise ValueError("sample_window needs at least one row (context has batch size 0)")
     if context.numel() and (int(context.min()) < 0 or int(context.max()) >= vocab):
         raise ValueError(f"context tokens must be in [0, {vocab}), got values in [{int(context.min())}, {int(context.max())}]")
-    if not _is_int(n_new) or n_new < 1:
+    if not is_int(n_new) or n_new < 1:
         raise ValueError(f"n_new must be an int >= 1, got {n_new!r}")
     given = {"start": (start, 0), "total_length": (total_length, 1), "offset": (offset, 0)}
     rows = {}
@@ -227,7 +224,7 @@ def check_window_request(
                 f"{where}window start {row_start} (sample {row_start * raw_to_tokens}) and offset {row_offset} must lie "
                 f"inside the song of {row_total} samples"
             )
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) != batch or not all(_is_int(s) for s in seeds):
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) != batch or not all(is_int(s) for s in seeds):
         raise ValueError(f"seeds must be a sequence of {batch} ints (one per row), got {seeds!r}")
     n_rows = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.dim() == 2 else len(labels)
     if n_rows != batch:

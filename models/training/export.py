@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import save_pretrained_state_dict, tied_aliases
+from models.checks import is_int
 from models.config import JukeboxConfig
 
 
@@ -21,7 +22,7 @@ def component_prefix(config: JukeboxConfig, component: str | int) -> str:
     (``component`` is ``"vqvae"`` or a prior index, 0 the top prior)."""
     if component == "vqvae":
         return "vqvae."
-    if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < config.nb_priors:
+    if not is_int(component) or not 0 <= component < config.nb_priors:
         raise ValueError(f"component must be 'vqvae' or a prior index in [0, {config.nb_priors}), got {component!r}")
     return f"priors.{component}."
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.checks import is_int
+
 
 @dataclass(frozen=True)
 class STFTResolution:
@@ -29,7 +31,7 @@ class STFTResolution:
     def __post_init__(self) -> None:
         for name in ("n_fft", "hop_length", "window_length"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"STFTResolution.{name} must be an integer >= 1, got {value!r}")
         if self.window_length > self.n_fft:
             raise ValueError(f"STFTResolution.window_length={self.window_length} exceeds n_fft={self.n_fft}")

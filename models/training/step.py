@@ -6,7 +6,6 @@ An objective is an ``nn.Module`` whose ``forward(*inputs)`` returns ``(loss, met
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-_SEED_BITS = 63
+from models.checks import is_int
+from models.seeding import derive_seed
+
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class OptimizerSettings:
         for name in ("eps", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
 
     def learning_rate(self, step: int) -> float:
@@ -66,8 +67,7 @@ class OptimizerSettings:
 def step_seed(seed: int, step: int) -> int:
     """Seed of training step ``step`` of a run seeded ``seed``: the same on every rank and for
     any number of ranks, so random codebook draws agree and a resumed step repeats exactly."""
-    digest = hashlib.blake2b(f"jukebox-train-step:{int(seed)}:{int(step)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << _SEED_BITS) - 1)
+    return derive_seed("train-step", int(seed), int(step))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Parameter and buffer names match transformers 4.40.2's ``JukeboxVQVAE`` (``encod
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -22,6 +21,7 @@ from models.pretrained import PreTrainedModule
 from models.vqvae.bottleneck import Bottleneck
 from models.vqvae.decoder import Decoder
 from models.vqvae.encoder import Encoder
+from models.windows import raw_to_tokens_per_level
 
 
 class VQVAEOutput(NamedTuple):
@@ -68,7 +68,7 @@ class JukeboxVQVAE(PreTrainedModule):
         self.downsamples: tuple[int, ...] = tuple(
             stride**down for stride, down in zip(config.res_strides_t[: self.levels], config.res_downs_t[: self.levels])
         )
-        self.hop_lengths: tuple[int, ...] = tuple(math.prod(self.downsamples[: level + 1]) for level in range(self.levels))
+        self.hop_lengths: tuple[int, ...] = tuple(raw_to_tokens_per_level(config.res_downs_t, config.res_strides_t)[: self.levels])
 
         resnet_options = dict(
             res_convolution_multiplier=config.res_convolution_multiplier,

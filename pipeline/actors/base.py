@@ -1,10 +1,15 @@
-"""What every stage actor shares: torch threads, device, identity, the run's storage, its stage object; and assembling token spans from chunks."""
+"""What every stage actor shares.
+
+Torch threads, device, identity, the run's storage, its stage object; and assembling token
+spans from chunks.
+"""
 from __future__ import annotations
 
 import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +18,7 @@ import ray
 import torch
 
 from pipeline.actors import builders
+from pipeline.actors.messages import CallStats
 from pipeline.execute.batching import MicroBatcher
 from pipeline.store.parts import Chunk
 from pipeline.store.writer import RunStorage
@@ -53,32 +59,42 @@ def _actor_info(stage: str, device: torch.device) -> dict[str, Any]:
 StageFactory = Callable[[torch.device, int], Any]
 
 
+@dataclass(frozen=True)
+class ActorSettings:
+    """How a stage actor runs (its pool's settings).
+
+    Attributes:
+        num_gpus: GPUs per actor (fractions allowed); 0 runs on CPU.
+        torch_threads: torch's intra-op threads in the actor's process.
+        nice: niceness added to the process (a lower priority for stages that may wait).
+        max_batch: most requests per forward pass.
+        batch_wait_ms: how long a batch may wait for more requests.
+    """
+
+    num_gpus: float = 0.0
+    torch_threads: int = 1
+    nice: int = 0
+    max_batch: int = 1
+    batch_wait_ms: float = 0.0
+
+
 class StageActor:
     """What every stage actor shares: threads, device, identity, storage, its stage object."""
 
-    def __init__(
-        self,
-        stage: str,
-        factory: StageFactory,
-        storage: RunStorage,
-        num_gpus: float,
-        torch_threads: int,
-        max_batch: int = 1,
-        nice: int = 0,
-    ) -> None:
-        torch.set_num_threads(torch_threads)
-        if nice:
-            os.nice(nice)
+    def __init__(self, stage: str, factory: StageFactory, storage: RunStorage, settings: ActorSettings) -> None:
+        torch.set_num_threads(settings.torch_threads)
+        if settings.nice:
+            os.nice(settings.nice)
         self.stage = stage
         self.storage = storage
-        self.device = builders.device_for(num_gpus)
+        self.settings = settings
+        self.device = builders.device_for(settings.num_gpus)
         self.info = _actor_info(stage, self.device)
-        self.stage_impl = factory(self.device, max_batch)
+        self.stage_impl = factory(self.device, settings.max_batch)
 
-    def _batcher(self, run_batch: Callable[[list[Any]], Sequence[Any]], key: Callable[[Any], Any], max_batch: int,
-                 batch_wait_ms: float) -> MicroBatcher:
+    def _batcher(self, run_batch: Callable[[list[Any]], Sequence[Any]], key: Callable[[Any], Any]) -> MicroBatcher:
         """The actor's batcher: ``run_batch`` on groups of requests with equal ``key``."""
-        return MicroBatcher(run_batch, key, max_batch=max_batch, wait_s=batch_wait_ms / 1000.0)
+        return MicroBatcher(run_batch, key, max_batch=self.settings.max_batch, wait_s=self.settings.batch_wait_ms / 1000.0)
 
     async def _load(self, chunks: tuple[Chunk | str, ...]) -> list[Chunk]:
         """Chunk arguments as chunks: paths (parts stored by an earlier run) are read."""
@@ -104,20 +120,10 @@ class StageActor:
 
     def _stats(
         self, task_song: str, level: int, start: int, end: int, entered: float, started: float, finished: float, batch: int
-    ) -> dict[str, Any]:
+    ) -> CallStats:
         """A call's stats: what it made, its forward pass [started, finished) shared by ``batch``
-        calls, and the span [entered, returned) the actor spent on it (inputs, model, storage)."""
-        return {
-            "stage": self.stage,
-            "song_id": task_song,
-            "level": level,
-            "start": start,
-            "end": end,
-            "entered_at": entered,
-            "started_at": started,
-            "finished_at": finished,
-            "returned_at": time.time(),
-            "compute_s": (finished - started) / batch,
-            "batch_size": batch,
-            "actor": self.info["name"] or self.info["actor_id"],
-        }
+        calls, and the span [entered, now) the actor spent on it (inputs, model, storage)."""
+        return CallStats(
+            stage=self.stage, song_id=task_song, level=level, start=start, end=end, entered_at=entered, started_at=started,
+            finished_at=finished, returned_at=time.time(), batch_size=batch, actor=self.info["name"] or self.info["actor_id"],
+        )

@@ -12,8 +12,8 @@ import torch
 from models.checkpoint import check_checkpoint
 from models.config import JukeboxConfig
 from models.loading import ServingDtype, load_model_config, load_prior, load_vqvae
-from models.prior.decoder import DecodeOptions
 from models.presets import is_preset, preset_tokenizer_settings
+from models.prior.decoder import DecodeOptions
 from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer, UnknownNamePolicy
 from models.windows import LevelGeometry, level_geometries
 from pipeline.run.spec import SAMPLING_STAGES, Stage, stage_level

@@ -27,7 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.actors.pools import pack_bundles
-from pipeline.run.config import PoolSpec, RunConfig, Stage
+from pipeline.run.config import PoolSpec, RunConfig
+from pipeline.run.spec import Stage
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 _SYSTEM_LABEL_PREFIX = "ray.io/"

@@ -1,4 +1,5 @@
-"""The decode actor: chunks of tokens into audio segments (batched across songs), and closing finished songs."""
+"""The decode actor: chunks of tokens into audio segments (batched across songs), and closing
+finished songs."""
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,8 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import faults
-from pipeline.actors.base import StageActor, StageFactory, assemble
-from pipeline.actors.tasks import DecodeTask
+from pipeline.actors.base import ActorSettings, StageActor, StageFactory, assemble
+from pipeline.actors.messages import DecodeTask
 from pipeline.store.finalize import FinalizeJob, finalize_song
 from pipeline.store.parts import Chunk, audio_batch
 from pipeline.store.writer import RunStorage
@@ -20,19 +21,9 @@ class DecodeActor(StageActor):
     """Decodes chunks of tokens into audio segments, batched across songs (``factory`` builds a
     :class:`~stages.decode.DecodeStage`)."""
 
-    def __init__(
-        self,
-        factory: StageFactory,
-        storage: RunStorage,
-        *,
-        max_batch: int = 1,
-        batch_wait_ms: float = 0.0,
-        num_gpus: float = 0.0,
-        torch_threads: int = 1,
-        nice: int = 0,
-    ) -> None:
-        super().__init__("decode", factory, storage, num_gpus, torch_threads, max_batch, nice)
-        self.batcher = self._batcher(self._decode_batch, DecodeRequest.batch_key, max_batch, batch_wait_ms)
+    def __init__(self, factory: StageFactory, storage: RunStorage, settings: ActorSettings = ActorSettings()) -> None:
+        super().__init__("decode", factory, storage, settings)
+        self.batcher = self._batcher(self._decode_batch, DecodeRequest.batch_key)
 
     def _decode_batch(self, requests: list[DecodeRequest]) -> list[tuple[pa.RecordBatch, DecodeResult]]:
         """Decode a batch, then make (and on a local disk store, right away) its audio parts."""

@@ -17,9 +17,8 @@ import asyncio
 import time
 from typing import Any
 
-from pipeline.actors.base import StageFactory, StageActor
-from pipeline.actors.tasks import EncodeFileTask
-from pipeline.actors.tasks import PromptTask
+from pipeline.actors.base import ActorSettings, StageActor, StageFactory
+from pipeline.actors.messages import CallStats, EncodeFileTask, PromptTask
 from pipeline.run.prompts import read_dataset_prompt
 from pipeline.run.spec import PromptRef, level_stage
 from pipeline.store.audio_input import load_audio
@@ -40,19 +39,15 @@ class EncodeActor(StageActor):
         self,
         factory: StageFactory,
         storage: RunStorage,
+        settings: ActorSettings = ActorSettings(),
         *,
         sampling_rate: int,
         channels: int,
-        max_batch: int = 1,
-        batch_wait_ms: float = 0.0,
-        num_gpus: float = 0.0,
-        torch_threads: int = 1,
-        nice: int = 0,
     ) -> None:
-        super().__init__("encode", factory, storage, num_gpus, torch_threads, max_batch, nice)
+        super().__init__("encode", factory, storage, settings)
         self.sampling_rate = sampling_rate
         self.channels = channels
-        self.batcher = self._batcher(self.stage_impl.run_batch, EncodeRequest.batch_key, max_batch, batch_wait_ms)
+        self.batcher = self._batcher(self.stage_impl.run_batch, EncodeRequest.batch_key)
 
     async def _encode(self, song_id: str, url: str, n_samples: int | None = None) -> tuple[EncodeResult, dict[str, Any], float]:
         """Read, convert and encode one file (its first ``n_samples`` when given)."""
@@ -65,7 +60,7 @@ class EncodeActor(StageActor):
         result = await self.batcher.submit(EncodeRequest(song_id, audio))
         return result, note.to_dict(), entered
 
-    async def encode_file(self, task: EncodeFileTask) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def encode_file(self, task: EncodeFileTask) -> tuple[dict[str, Any], CallStats]:
         """Encode one input file, store its tokens and marker; its manifest row and the call's
         stats (progress counts audio samples).
 

@@ -20,13 +20,15 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline.actors import builders
+from pipeline.actors.base import ActorSettings
 from pipeline.actors.base import StageFactory
 from pipeline.actors.decode import DecodeActor
-from pipeline.actors.prior import PriorActor
 from pipeline.actors.encode import EncodeActor
+from pipeline.actors.prior import PriorActor
 from pipeline.actors.tokenize import TokenizeActor
 from pipeline.faults import actor_runtime_env
-from pipeline.run.config import PoolSpec, RunConfig, RunMode, Stage, stage_level
+from pipeline.run.config import PoolSpec, RunConfig, RunMode
+from pipeline.run.spec import Stage, stage_level
 from pipeline.store.writer import RunStorage
 
 logger = logging.getLogger(__name__)
@@ -229,17 +231,17 @@ class Pools:
         if runtime_env:
             options["runtime_env"] = runtime_env
         factory = self.factories[stage]
-        common = dict(num_gpus=pool.num_gpus, torch_threads=pool.torch_threads, nice=pool.nice)
+        settings = ActorSettings(num_gpus=pool.num_gpus, torch_threads=pool.torch_threads, nice=pool.nice,
+                                 max_batch=pool.max_batch, batch_wait_ms=pool.batch_wait_ms)
         if stage is Stage.TOKENIZE:
-            return ray.remote(TokenizeActor).options(**options).remote(factory, self.storage, **common)
-        batching = dict(max_batch=pool.max_batch, batch_wait_ms=pool.batch_wait_ms, **common)
+            return ray.remote(TokenizeActor).options(**options).remote(factory, self.storage, settings)
         if stage is Stage.ENCODE:
             model = builders.model_config(self.cfg.model.source)
             audio = dict(sampling_rate=model.sampling_rate, channels=model.vqvae_config.conv_input_shape)
-            return ray.remote(EncodeActor).options(**options).remote(factory, self.storage, **audio, **batching)
+            return ray.remote(EncodeActor).options(**options).remote(factory, self.storage, settings, **audio)
         if stage is Stage.DECODE:
-            return ray.remote(DecodeActor).options(**options).remote(factory, self.storage, **batching)
-        return ray.remote(PriorActor).options(**options).remote(stage.value, stage_level(stage), factory, self.storage, **batching)
+            return ray.remote(DecodeActor).options(**options).remote(factory, self.storage, settings)
+        return ray.remote(PriorActor).options(**options).remote(stage.value, stage_level(stage), factory, self.storage, settings)
 
     def infos(self) -> dict[str, list[dict[str, Any]]]:
         """Where each stage's actors run now (a restarted actor reports its new process)."""

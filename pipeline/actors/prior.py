@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from pipeline import faults
-from pipeline.actors.base import StageActor, StageFactory, assemble
-from pipeline.actors.tasks import WindowTask
+from pipeline.actors.base import ActorSettings, StageActor, StageFactory, assemble
+from pipeline.actors.messages import WindowTask
 from pipeline.store.parts import Chunk
 from pipeline.store.writer import RunStorage
 from stages.prior_window import WindowRequest
@@ -24,16 +24,11 @@ class PriorActor(StageActor):
         level: int,
         factory: StageFactory,
         storage: RunStorage,
-        *,
-        max_batch: int = 1,
-        batch_wait_ms: float = 0.0,
-        num_gpus: float = 0.0,
-        torch_threads: int = 1,
-        nice: int = 0,
+        settings: ActorSettings = ActorSettings(),
     ) -> None:
-        super().__init__(stage, factory, storage, num_gpus, torch_threads, max_batch, nice)
+        super().__init__(stage, factory, storage, settings)
         self.level = level
-        self.batcher = self._batcher(self._sample_batch, WindowRequest.batch_key, max_batch, batch_wait_ms)
+        self.batcher = self._batcher(self._sample_batch, WindowRequest.batch_key)
 
     def _sample_batch(self, requests: list[WindowRequest]) -> list[Chunk]:
         """Sample a batch; the chunks (stored by the driver, which receives them anyway: the

@@ -1,1 +1,5 @@
-"""How a run executes: plans of windows and segments, the driver's scheduler, cross-song batching, progress, ``run(cfg)``."""
+"""How a run executes.
+
+Plans of windows and segments, the driver's scheduler, cross-song batching, progress,
+``run(cfg)``.
+"""

@@ -194,56 +194,16 @@ def plan_song(
     by_level = {g.level: g for g in geometries}
     seed = song.seed if song.seed is not None else song_seed(run_seed, song.id)
     chunks: dict[int, tuple[ChunkPlan, ...]] = {}
-    n_tokens: dict[int, int] = {}
     for level in levels:
-        geometry = by_level[level]
-        n_prompt = prompt_samples // geometry.raw_to_tokens
-        windows = geometry.windows(total_length, n_prompt)
-        if n_prompt:  # the prompt is chunk 0: windows take their context from it like from any chunk
-            windows = [Window(0, 0, n_prompt), *windows]
-        n_tokens[level] = geometry.n_tokens(total_length)
-        starts = [w.new_start for w in windows]
-        ends = [w.end for w in windows]
-        upper_starts = upper_ends = None
-        if geometry.upper_ratio is not None:
-            if level + 1 not in chunks:
-                raise ValueError(f"level {level} ({level_stage(level).value}) needs level {level + 1} sampled first")
-            upper = chunks[level + 1]
-            upper_starts, upper_ends = [c.start for c in upper], [c.end for c in upper]
-        planned = []
-        for index, window in enumerate(windows):
-            if n_prompt and index == 0:
-                planned.append(ChunkPlan(level, 0, window, 0, (), None, (), prompt=True))
-                continue
-            span = None
-            upper_chunks: tuple[int, ...] = ()
-            if upper_starts is not None:
-                span = geometry.upper_span(window)
-                upper_chunks = _covering(upper_starts, upper_ends, *span)
-            planned.append(
-                ChunkPlan(
-                    level=level,
-                    index=index,
-                    window=window,
-                    seed=window_seed(seed, level, window.start),
-                    context_chunks=_covering(starts, ends, window.start, window.new_start),
-                    upper_span=span,
-                    upper_chunks=upper_chunks,
-                )
-            )
-        chunks[level] = tuple(planned)
+        if by_level[level].upper_ratio is not None and level + 1 not in chunks:
+            raise ValueError(f"level {level} ({level_stage(level).value}) needs level {level + 1} sampled first")
+        chunks[level] = _level_chunks(by_level[level], seed, total_length, prompt_samples, chunks.get(level + 1))
+    n_tokens = {level: by_level[level].n_tokens(total_length) for level in levels}
     audio_level = min(levels)
-    decoded = sorted(levels) if previews else [audio_level]
-    decodes = {}
-    for level in decoded:
-        level_chunks = chunks[level]
-        starts, ends = [c.start for c in level_chunks], [c.end for c in level_chunks]
-        margin = margins[level]
-        segments = []
-        for start, end in _segments(level_chunks, decode_tokens):
-            lo, hi = max(0, start - margin), min(n_tokens[level], end + margin)
-            segments.append(DecodePlan(level, len(segments), start, end, lo, hi, _covering(starts, ends, lo, hi)))
-        decodes[level] = tuple(segments)
+    decodes = {
+        level: _decode_segments(chunks[level], n_tokens[level], margins[level], decode_tokens)
+        for level in (sorted(levels) if previews else [audio_level])
+    }
     return SongPlan(
         song=song,
         seed=seed,
@@ -256,6 +216,48 @@ def plan_song(
         prompt_samples=prompt_samples,
     )
 
+
+
+def _level_chunks(geometry: LevelGeometry, seed: int, total_length: int, prompt_samples: int,
+                  upper: Sequence[ChunkPlan] | None) -> tuple[ChunkPlan, ...]:
+    """The chunks of one level: its windows (after the prompt's chunk 0), each with its seed, the
+    chunks its context comes from and, below the top, the upper level's chunks it conditions on."""
+    level = geometry.level
+    n_prompt = prompt_samples // geometry.raw_to_tokens
+    windows = geometry.windows(total_length, n_prompt)
+    if n_prompt:  # the prompt is chunk 0: windows take their context from it like from any chunk
+        windows = [Window(0, 0, n_prompt), *windows]
+    starts, ends = [w.new_start for w in windows], [w.end for w in windows]
+    planned = []
+    for index, window in enumerate(windows):
+        if n_prompt and index == 0:
+            planned.append(ChunkPlan(level, 0, window, 0, (), None, (), prompt=True))
+            continue
+        span, upper_chunks = None, ()
+        if upper is not None:
+            span = geometry.upper_span(window)
+            upper_chunks = _covering([c.start for c in upper], [c.end for c in upper], *span)
+        planned.append(ChunkPlan(
+            level=level,
+            index=index,
+            window=window,
+            seed=window_seed(seed, level, window.start),
+            context_chunks=_covering(starts, ends, window.start, window.new_start),
+            upper_span=span,
+            upper_chunks=upper_chunks,
+        ))
+    return tuple(planned)
+
+
+def _decode_segments(chunks: Sequence[ChunkPlan], n_tokens: int, margin: int, decode_tokens: int) -> tuple[DecodePlan, ...]:
+    """A level's decode segments: runs of chunks of at least ``decode_tokens`` tokens, each
+    decoded with ``margin`` tokens either side (clipped to the song)."""
+    starts, ends = [c.start for c in chunks], [c.end for c in chunks]
+    segments = []
+    for start, end in _segments(chunks, decode_tokens):
+        lo, hi = max(0, start - margin), min(n_tokens, end + margin)
+        segments.append(DecodePlan(chunks[0].level, len(segments), start, end, lo, hi, _covering(starts, ends, lo, hi)))
+    return tuple(segments)
 
 
 class PlanCounter:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.run.config import Stage
+from pipeline.actors.messages import CallStats
+from pipeline.run.spec import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +140,16 @@ class Progress:
         progress.planned_calls += calls
         progress.planned_tokens += tokens
 
-    def record(self, stats: Mapping[str, Any]) -> None:
-        """Count one finished call from its stats dict."""
-        stage = Stage(stats["stage"])
+    def record(self, stats: CallStats) -> None:
+        """Count one finished call."""
+        stage = Stage(stats.stage)
         progress = self.stages[stage]
         progress.done_calls += 1
-        progress.done_tokens += int(stats["end"]) - int(stats["start"])
-        progress.passes += 1.0 / max(int(stats.get("batch_size", 1)), 1)
-        started, finished = float(stats["started_at"]), float(stats["finished_at"])
-        entered, returned = float(stats["entered_at"]), float(stats["returned_at"])
-        actor = str(stats["actor"])
-        progress.batches.setdefault(actor, IntervalUnion()).add(started, finished)
-        progress.spans.setdefault(actor, IntervalUnion()).add(entered, returned)
+        progress.done_tokens += stats.end - stats.start
+        progress.passes += 1.0 / max(stats.batch_size, 1)
+        started, finished, entered, returned = stats.started_at, stats.finished_at, stats.entered_at, stats.returned_at
+        progress.batches.setdefault(stats.actor, IntervalUnion()).add(started, finished)
+        progress.spans.setdefault(stats.actor, IntervalUnion()).add(entered, returned)
         progress.first_start = entered if progress.first_start is None else min(progress.first_start, entered)
         progress.last_end = returned if progress.last_end is None else max(progress.last_end, returned)
         if stage is Stage.DECODE and (self.first_audio_at is None or finished < self.first_audio_at):

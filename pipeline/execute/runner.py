@@ -18,12 +18,14 @@ from pipeline import faults
 from pipeline.actors import reaper
 from pipeline.actors.base import StageFactory
 from pipeline.actors.cluster import check_resources, cluster_nodes, local_ray_env
+from pipeline.actors.messages import EncodeFileTask
 from pipeline.actors.pools import Pools, needed_stages
-from pipeline.execute.encode_run import run_encode
 from pipeline.execute.plan import plan_song
 from pipeline.execute.progress import Progress, RunSummary, log_summary
-from pipeline.execute.scheduler import Scheduler, SongJob
-from pipeline.run.config import RunConfig, RunMode, Stage, stage_level
+from pipeline.execute.resume import Resume
+from pipeline.execute.scheduler import FileJob, Scheduler, SongJob
+from pipeline.run.config import RunConfig, RunMode
+from pipeline.run.spec import Stage, stage_level
 from pipeline.run.validate import ValidatedRun, validate_run
 from pipeline.store.lease import RunLease
 from pipeline.store.manifest import ENCODE_MANIFEST_SCHEMA, MANIFEST_SCHEMA, ManifestWriter
@@ -44,8 +46,9 @@ class RunResult:
 
     Attributes:
         output_url: root of the outputs.
-        manifest_path: the run manifest (Parquet, one row per song); "" for a dry run.
-        summary_path: ``summary.json`` (stage timings, overlap, actor placement); "" for a dry run.
+        manifest_path: the run manifest (Parquet, one row per song); None for a dry run.
+        summary_path: ``summary.json`` (every run's stage timings, overlap, actor placement);
+            None for a dry run.
         plan: what the run means (songs, windows and tokens per level; files for encode runs).
         summary: stage busy times, wall time, time to first audio, overlap (None for a dry run).
         actors: per stage, where its actors ran (node, GPU ids, pid).
@@ -57,13 +60,13 @@ class RunResult:
     """
 
     output_url: str
-    manifest_path: str
-    summary_path: str
     plan: dict[str, Any]
-    summary: RunSummary | None
-    actors: dict[str, list[dict[str, Any]]]
-    skipped: list[str]
-    n_songs: int
+    manifest_path: str | None = None
+    summary_path: str | None = None
+    summary: RunSummary | None = None
+    actors: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    n_songs: int = 0
     dry_run: bool = False
     rejected: list[str] = dataclasses.field(default_factory=list)
 
@@ -128,7 +131,7 @@ def _margins(cfg: RunConfig, pools: Pools, levels: list[int]) -> dict[int, int]:
     return dict(zip(levels, ray.get([decoder.receptive_field.remote(level) for level in levels])))
 
 
-def _jobs(cfg: RunConfig, validated: ValidatedRun, margins: dict[int, int]) -> Iterator[SongJob]:
+def _song_jobs(cfg: RunConfig, validated: ValidatedRun, margins: dict[int, int]) -> Iterator[SongJob]:
     """Song jobs, planned as the scheduler admits songs (a grid is never expanded whole)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
     geometries = [validated.geometries[level] for level in sorted(validated.geometries, reverse=True)]
@@ -146,6 +149,33 @@ def _jobs(cfg: RunConfig, validated: ValidatedRun, margins: dict[int, int]) -> I
         if prompt_samples:
             fields["prompt_s"] = prompt_samples / rate
         yield SongJob(index, plan, fields)
+
+
+def _file_jobs(cfg: RunConfig, validated: ValidatedRun) -> Iterator[FileJob]:
+    """The input files of an encode-only run; their labels (from ``encode.labels_url``) go into
+    the manifest (a rerun with new labels relabels finished files: labels do not decide tokens)."""
+    for index, source in enumerate(validated.sources):
+        labels = validated.labels[source.song_id].to_row() if source.song_id in validated.labels else None
+        task = EncodeFileTask(source=source, index=index, model=cfg.model.source, init_seed=cfg.model.used_init_seed,
+                              labels=labels)
+        yield FileJob(task, {**(labels or {}), "song_index": index})
+
+
+def _job_ids(cfg: RunConfig, validated: ValidatedRun) -> Iterator[str]:
+    if cfg.mode is RunMode.ENCODE:
+        return (source.song_id for source in validated.sources)
+    return (item.song.id for item in cfg.iter_songs())
+
+
+def _finished_intact(cfg: RunConfig, validated: ValidatedRun, storage: RunStorage) -> tuple[set[str], bool]:
+    """(jobs found finished with their files intact, checked in order until the first that is
+    not; whether that is every job): a rerun of a finished output needs neither Ray nor a model."""
+    done, verified = storage.done_songs(), set()
+    for job_id in _job_ids(cfg, validated):
+        if job_id not in done or not finished_intact(storage, job_id, cfg.output.verify):
+            return verified, False
+        verified.add(job_id)
+    return verified, True
 
 
 def _log_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
@@ -187,7 +217,7 @@ def run(
     _log_plan(cfg, validated.summary)
     storage = RunStorage(cfg.output.url)
     if cfg.dry_run:
-        return RunResult(storage.url, "", "", validated.summary, None, {}, [], 0, dry_run=True)
+        return RunResult(output_url=storage.url, plan=validated.summary, dry_run=True)
     run_id = uuid.uuid4().hex[:12]
     lease = RunLease(storage, run_id, cfg.output.lease_heartbeat_s, cfg.output.lease_stale_s)
     lease.acquire()  # a second run on this output stops here, before anything is written
@@ -232,81 +262,94 @@ def _run_leased(
         return started and not keep_ray
 
     try:
-        if cfg.mode is RunMode.ENCODE:
-            outcome = run_encode(cfg, validated, storage, factories, sink, connect, _disconnect)
-        else:
-            outcome = _generate(cfg, validated, storage, factories, sink, connect)
+        outcome = _execute(cfg, validated, storage, factories, sink, connect)
         faults.point("driver.before_manifest")
         writer.close()
+        # an actor killed mid-write leaves its temporary file: every actor is stopped by now,
+        # and the manifest (the driver's own temporary file until now) is in place
+        removed = storage.remove_temporaries()
+        if removed:
+            logger.info("removed %d temporary file(s) left by actors that died mid-write", removed)
     except BaseException:
         writer.abort()
         raise
-    summary, actors, skipped, n_songs, rejected = outcome
-    summary_data = {
-        **summary.to_dict(),
-        "run_id": storage.run_id,
-        "mode": cfg.mode.value if cfg.mode is RunMode.ENCODE else cfg.scheduler.mode.value,
-        "songs": n_songs,
-        "skipped": len(skipped),
-        "rejected": rejected,
-        "plan": validated.summary,
-        "actors": actors,
-        "ray": session or None,  # None: every song was already done, Ray was not needed
-    }
-    summary_path = storage.append_summary(summary_data)
-    log_summary(summary)
-    if skipped:
-        logger.info("%d song(s) were already complete and not recomputed", len(skipped))
-    what = "tokens/level=*/ (Parquet)" if cfg.mode is RunMode.ENCODE else "tokens/level=*/ (Parquet), audio/ (WAV)"
-    logger.info("outputs in %s: %d song(s) in manifest.parquet, %s, summary.json", storage.url, n_songs, what)
-    return RunResult(
-        output_url=storage.url,
-        manifest_path=storage.uri(writer.path),
-        summary_path=storage.uri(summary_path),
-        plan=validated.summary,
-        summary=summary,
-        actors=actors,
-        skipped=list(skipped),
-        n_songs=n_songs,
-        rejected=list(rejected),
-    )
+    return _report(cfg, validated, storage, writer.path, outcome, session)
 
 
-def _generate(
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run's work went: its progress summary, where its actors ran, the jobs found finished
+    (not recomputed), the rows in its manifest, the input files rejected (each with why)."""
+
+    summary: RunSummary
+    actors: dict[str, list[dict[str, Any]]]
+    skipped: list[str]
+    n_rows: int
+    rejected: list[str]
+
+
+def _execute(
     cfg: RunConfig,
     validated: ValidatedRun,
     storage: RunStorage,
     factories: Mapping[Stage, StageFactory] | None,
     sink: RowCallback,
     connect: Callable[[RunConfig], bool],
-) -> tuple[RunSummary, dict[str, list[dict[str, Any]]], list[str], int, list[str]]:
-    """Sample and decode every song; (summary, actors, skipped songs, songs, no rejected files)."""
+) -> RunOutcome:
+    """Every job through the stage pools (songs sampled and decoded, or files encoded)."""
     levels = [stage_level(s) for s in cfg.sampling.levels]
     decoded = sorted(levels) if cfg.audio.previews else [min(levels)]
-    # A rerun of a finished output needs neither Ray nor a model: songs are read back from markers
-    # (once their files check out: the scheduler then trusts them).
-    done, verified = storage.done_songs(), set()
-    for item in cfg.iter_songs():
-        if item.song.id not in done or not finished_intact(storage, item.song.id, cfg.output.verify):
-            break
-        verified.add(item.song.id)
-    all_done = len(verified) == cfg.n_songs()
-    del done
+    verified, all_done = _finished_intact(cfg, validated, storage)
     started_ray = False if all_done else connect(cfg)
     stages = needed_stages(cfg, prompts=validated.needs_encoder)
     pools = Pools(cfg, storage, factories, stages=stages)
     try:
-        if all_done:
-            margins = {level: 0 for level in decoded}
-        else:
+        margins = {level: 0 for level in decoded}
+        if not all_done:
             pools.start()
-            margins = _margins(cfg, pools, decoded)
+            if cfg.mode is RunMode.GENERATE:
+                margins = _margins(cfg, pools, decoded)
         progress = Progress([s for s in stages if s in pools.stages], cfg.scheduler.progress_interval_s)
-        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink, verified)
-        n_songs = scheduler.run(_jobs(cfg, validated, margins))
+        resume = Resume(storage, deep=cfg.output.verify, keep_parts=cfg.output.keep_parts, verified=verified)
+        scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink, resume)
+        jobs = _file_jobs(cfg, validated) if cfg.mode is RunMode.ENCODE else _song_jobs(cfg, validated, margins)
+        n_rows = scheduler.run(jobs)
         actors = pools.infos()
     finally:
         pools.shutdown()
         if started_ray:
             _disconnect()
-    return progress.summary(), actors, scheduler.skipped, n_songs, []
+    return RunOutcome(progress.summary(), actors, scheduler.skipped, n_rows, scheduler.rejected)
+
+
+def _report(cfg: RunConfig, validated: ValidatedRun, storage: RunStorage, manifest: str, outcome: RunOutcome,
+            session: dict[str, str]) -> RunResult:
+    """Add the run's figures to ``summary.json``, log them, and say where everything is."""
+    figures = {
+        **outcome.summary.to_dict(),
+        "run_id": storage.run_id,
+        "mode": cfg.mode.value if cfg.mode is RunMode.ENCODE else cfg.scheduler.mode.value,
+        "songs": outcome.n_rows,
+        "skipped": len(outcome.skipped),
+        "rejected": outcome.rejected,
+        "plan": validated.summary,
+        "actors": outcome.actors,
+        "ray": session or None,  # None: every song was already done, Ray was not needed
+    }
+    summary_path = storage.append_summary(figures)
+    log_summary(outcome.summary)
+    if outcome.skipped:
+        logger.info("%d song(s) were already complete and not recomputed", len(outcome.skipped))
+    what = "tokens/level=*/ (Parquet)" if cfg.mode is RunMode.ENCODE else "tokens/level=*/ (Parquet), audio/ (WAV)"
+    logger.info("outputs in %s: %d song(s) in manifest.parquet, %s, summary.json", storage.url, outcome.n_rows, what)
+    return RunResult(
+        output_url=storage.url,
+        manifest_path=storage.uri(manifest),
+        summary_path=storage.uri(summary_path),
+        plan=validated.summary,
+        summary=outcome.summary,
+        actors=outcome.actors,
+        skipped=list(outcome.skipped),
+        n_songs=outcome.n_rows,
+        rejected=list(outcome.rejected),
+    )

@@ -1,50 +1,50 @@
-"""The driver side: songs in, window calls out, chained by ObjectRefs.
+"""The driver side: jobs in, actor calls out, chained by ObjectRefs; manifest rows back.
 
+A job is a song to generate (:class:`SongJob`) or an input file to encode (:class:`FileJob`).
 Each admitted song becomes a DAG of actor calls submitted at once: a window call takes as
 arguments the ObjectRefs of the chunks holding its context and its upper-level tokens, so Ray
 starts it the moment those exist; nothing waits for a whole level (pipelined mode; level-by-level
 mode submits a level only once the level above is complete, for comparison). Decode calls take
-the chunks covering their segment plus a margin. The driver holds references only for the songs
-in flight (at most ``RunConfig.songs_in_flight()``) and drops them when a song is closed, and
-hands each finished song's manifest row to a sink (which streams it to storage) instead of
-keeping it, so driver and object-store memory are bounded by the songs in flight, not by the
-number of songs. A song with a prompt first gets its prompt chunks from the encode pool; its
-windows continue from them like from any chunk.
+the chunks covering their segment plus a margin. A song with a prompt first gets its prompt
+chunks from the encode pool; its windows continue from them like from any chunk. A file is one
+call of the encode pool, which stores its tokens and marker.
 
-Resume: chunks and audio segments already in storage are not recomputed; a call needing a stored
-chunk gets its path and reads it. A song with its completion marker is skipped once its files
-check out (:mod:`pipeline.store.verify`); a damaged file, part, spec or marker is set aside and remade:
-a finished song's intact token files become its parts again, so only what was lost is redone.
+The driver holds references only for the jobs in flight (at most ``RunConfig.songs_in_flight()``)
+and hands each finished job's manifest row to a sink (which streams it to storage), so driver and
+object-store memory are bounded by the jobs in flight, not by the number of jobs. Every submitted
+call is awaited with its completion handler (:class:`_Awaited`).
+
+Resume (:mod:`pipeline.execute.resume`): finished jobs are skipped once their files check out;
+parts already in storage are not recomputed (a call needing a stored chunk gets its path).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import ray
 
 from pipeline import faults
+from pipeline.actors.messages import CallStats, DecodeTask, EncodeFileTask, PromptTask, WindowTask
 from pipeline.actors.pools import Pools
-from pipeline.actors.tasks import DecodeTask, WindowTask
-from pipeline.actors.tasks import PromptTask
-from pipeline.execute.plan import ChunkPlan, DecodePlan, SongPlan
+from pipeline.execute.phases import DecodeLevel, Phase, SampleLevel, remaining_work
+from pipeline.execute.plan import ChunkPlan, SongPlan
 from pipeline.execute.progress import Progress
-from pipeline.run.config import RunConfig, ScheduleMode, Stage, level_stage
+from pipeline.execute.resume import Resume, StoredParts
+from pipeline.run.config import RunConfig, ScheduleMode
+from pipeline.run.spec import Stage, level_stage
 from pipeline.store.finalize import FinalizeJob
-from pipeline.store.parts import Chunk, chunk_batch
-from pipeline.store.verify import file_problem, marker_problems, part_problem
+from pipeline.store.parts import Chunk
 from pipeline.store.writer import RunStorage
 from stages.tokenize import Conditioning
 
 logger = logging.getLogger(__name__)
-
 
 WRITER_NICE = 10
 
@@ -62,18 +62,54 @@ class PipelineError(RuntimeError):
     """A call of the pipeline failed for good (after Ray's retries)."""
 
 
-class ResumeMismatchError(ValueError):
-    """The output URL holds a song of the same id made with other settings."""
-
-
 @dataclass(frozen=True)
 class SongJob:
-    """A song to run: its position in the run's song list, its plan and the manifest columns
-    the plan does not know (grid cell and sample, sampling overrides, unknown names, prompt)."""
+    """A song to generate: its position in the run's song list, its plan and the manifest
+    columns the plan does not know (grid cell and sample, sampling overrides, unknown names, prompt)."""
 
     index: int
     plan: SongPlan
     fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.plan.song.id
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """An input file to encode (an encode-only run); ``fields`` are its manifest columns known
+    before encoding (its position, its labels)."""
+
+    task: EncodeFileTask
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.task.source.song_id
+
+
+Job = SongJob | FileJob
+
+
+class Call(str, Enum):
+    """What an awaited actor call is."""
+
+    LABELS = "labels"
+    PROMPT = "prompt"
+    WINDOW = "window"
+    SEGMENT = "segment"
+    CLOSE = "close"
+    ENCODE = "encode"
+
+
+@dataclass(frozen=True)
+class _Awaited:
+    """A submitted call: whose job, what it is, and the handler of its value."""
+
+    job_id: str
+    call: Call
+    on_done: Callable[[Any], None]
 
 
 @dataclass
@@ -81,14 +117,14 @@ class _SongState:
     """A song in flight: its plan, its chunk refs, the calls still running, what is left to submit."""
 
     job: SongJob
-    stored: dict[tuple[str, int, int, int], str]
+    stored: StoredParts
     cohort: int = 0
     refs: dict[tuple[int, int], Any] = field(default_factory=dict)
     labels: Any = None
     pending: int = 0
-    phases: list[Callable[[], None]] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
     stages: set[Stage] = field(default_factory=set)
-    writes: list[Future[str]] = field(default_factory=list)
+    writes: list[Future[None]] = field(default_factory=list)
     gated: bool = False  # waits for the labels of its whole cohort before submitting windows
 
     @property
@@ -97,30 +133,24 @@ class _SongState:
 
 
 class Scheduler:
-    """Admits songs (at most ``cfg.songs_in_flight()``), submits their DAGs, and hands every
-    finished song's manifest row to ``sink`` (in the order songs finish)."""
+    """Admits jobs (at most ``cfg.songs_in_flight()`` in flight), submits their calls, and hands
+    every finished job's manifest row to ``sink`` (in the order jobs finish).
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        pools: Pools,
-        storage: RunStorage,
-        progress: Progress,
-        sampling_rate: int,
-        sink: Callable[[dict[str, Any]], None],
-        verified: set[str] | None = None,
-    ) -> None:
-        """``verified``: songs whose finished files this run checked already."""
-        self.cfg = cfg
-        self.pools = pools
-        self.storage = storage
-        self.progress = progress
-        self.sampling_rate = sampling_rate
-        self.sink = sink
-        self.init_seed = cfg.model.init_seed if cfg.model.checkpoint is None else None
-        self._songs: dict[str, _SongState] = {}
-        self._pending: dict[Any, tuple[str, str]] = {}
+    Args:
+        cfg, pools, storage, progress: the run's config, actor pools, output and progress.
+        sampling_rate: the model's audio rate (songs' durations in the manifest).
+        sink: takes each manifest row.
+        resume: what the output holds already.
+    """
+
+    def __init__(self, cfg: RunConfig, pools: Pools, storage: RunStorage, progress: Progress, sampling_rate: int,
+                 sink: Callable[[dict[str, Any]], None], resume: Resume) -> None:
+        self.cfg, self.pools, self.storage, self.progress = cfg, pools, storage, progress
+        self.sampling_rate, self.sink, self.resume = sampling_rate, sink, resume
+        self._in_flight: dict[str, _SongState | FileJob] = {}
+        self._awaited: dict[Any, _Awaited] = {}
         self.skipped: list[str] = []
+        self.rejected: list[str] = []
         self.finished = 0
         # Chunks are stored by the driver as it collects them (it receives them anyway), on side
         # threads at a lower CPU priority: the loop stays responsive and, where the driver shares
@@ -132,128 +162,58 @@ class Scheduler:
         self._gates: dict[int, tuple[set[str], list[_SongState]]] = {}
         self._cohort = 0  # the latest admitted cohort
         self._cohort_reached_lowest = True  # ... has a song sampling (or done with) the lowest level
-        # one listing each at the start, instead of a look-up per song
-        self._done = storage.done_songs()
-        self._with_parts = storage.songs_with_parts()
-        self._verified = verified or set()
 
     # ------------------------------------------------------------------ admission
-    def _check_fingerprint(self, song_id: str, stored: dict[str, Any], expected: dict[str, Any], where: str) -> None:
-        if stored == expected:
-            return
-        keys = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
-        raise ResumeMismatchError(
-            f"song {song_id!r} already exists in {self.storage.url!r} ({where}) with different settings ({keys}): "
-            f"use another output.url, another song id, or delete the song's files to remake it"
-        )
-
-    def _finished(self, job: SongJob, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-        """The song's done marker when the song is complete and its files check out; None when
-        it is not done, or was and is damaged (then set aside, and salvaged into parts)."""
-        song_id = job.plan.song.id
-        if song_id not in self._done:
-            return None
-        path = self.storage.marker_path(song_id)
-        try:
-            marker = self.storage.read_json(path)
-        except (OSError, ValueError) as err:  # unreadable: the song is remade from what is intact
-            self.storage.set_aside(path, str(err))
-            self._salvage(job, {})
-            return None
-        self._check_fingerprint(song_id, marker.get("fingerprint") or {}, fingerprint, "finished")
-        if song_id in self._verified:
-            return marker
-        problems = marker_problems(self.storage, marker, deep=self.cfg.output.verify)
-        if not problems:
-            return marker
-        for relative, problem in problems.items():
-            if problem != "missing" and relative != "(marker)":
-                self.storage.set_aside(self.storage.resolve(relative), problem)
-        self.storage.set_aside(path, "its song's files are damaged: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
-        self._salvage(job, marker)
-        return None
-
-    def _salvage(self, job: SongJob, marker: dict[str, Any]) -> None:
-        """Turn the intact token files of a damaged finished song back into its window parts, so
-        that only what was damaged is remade."""
-        plan, song_id = job.plan, job.plan.song.id
-        files = marker.get("files") if isinstance(marker.get("files"), dict) else {}
-        now = time.time()
-        for level, chunks in plan.chunks.items():
-            relative = self.storage.relative(self.storage.tokens_path(song_id, level))
-            if file_problem(self.storage, relative, files.get(relative)) is not None:
-                continue
-            tokens = self.storage.read_tokens(song_id, level)
-            if len(tokens) != plan.n_tokens[level]:
-                continue
-            for chunk in chunks:
-                self.storage.write_chunk(chunk_batch(song_id, level, chunk.start, tokens[chunk.start : chunk.end],
-                                                     started_at=now, finished_at=now, compute_s=0.0, batch_size=1))
-            logger.info("song %s: level %d kept from its token file", song_id, level)
-        self._with_parts.add(song_id)
-
-    def _stored_parts(self, song_id: str) -> dict[tuple[str, int, int, int], str]:
-        """The song's usable parts by (kind, level, start, end); damaged ones are set aside."""
-        if song_id not in self._with_parts:
-            return {}
-        stored = {}
-        for part in self.storage.list_parts(song_id):
-            problem = part_problem(self.storage, part.path)
-            if problem is not None:
-                self.storage.set_aside(part.path, problem)
-            else:
-                stored[(part.kind, part.level, part.start, part.end)] = part.path
-        return stored
-
-    def _check_spec(self, song_id: str, fingerprint: dict[str, Any]) -> None:
-        """The settings of a partly made song must be this run's; a new song's are written."""
-        path = self.storage.spec_path(song_id)
-        if song_id in self._with_parts and self.storage.fs.exists(path):
-            try:
-                spec = self.storage.read_json(path)
-            except (OSError, ValueError) as err:
-                self.storage.set_aside(path, str(err))
-            else:
-                self._check_fingerprint(song_id, spec, fingerprint, "partly made")
-                return
-        self.storage.write_json(path, fingerprint)
-
-    def _admit(self, job: SongJob) -> dict[str, Any] | None:
-        """Submit one song; returns its manifest row instead when it is already complete."""
-        plan = job.plan
-        song_id = plan.song.id
-        fingerprint = plan.fingerprint(self.cfg.model.source, self.init_seed)
-        marker = self._finished(job, fingerprint)
+    def _admit(self, job: Job) -> dict[str, Any] | None:
+        """Submit one job; returns its manifest row instead when it is already complete."""
+        if isinstance(job, FileJob):
+            fingerprint = job.task.fingerprint()
+            marker = self.resume.finished(job.job_id, fingerprint)
+        else:
+            fingerprint = job.plan.fingerprint(self.cfg.model.source, self.cfg.model.used_init_seed)
+            marker = self.resume.finished(job.job_id, fingerprint, job.plan)
         if marker is not None:
-            self.skipped.append(song_id)
-            if song_id in self._with_parts and not self.cfg.output.keep_parts:
-                self.storage.remove_parts(song_id)  # left by a run that died after closing it
-            # The song's place in this run's list or grid (a grid extended since may move it).
+            self.skipped.append(job.job_id)
+            # The job's place in this run's list or grid (a grid extended since may move it).
             return {**marker["row"], **job.fields}
-        self._check_spec(song_id, fingerprint)
-        stored = self._stored_parts(song_id)
-        planned = {("audio", d.level, d.start, d.end) for segments in plan.decodes.values() for d in segments}
-        for key in [k for k in stored if k[0] == "audio" and k not in planned]:
-            # decoded by an earlier run in other segments (audio.decode_tokens changed): redone
-            self.storage.remove(stored.pop(key))
-        state = _SongState(job, stored, self._cohort)
-        self._songs[song_id] = state
-        self._plan_phases(state)
-        if stored:
-            logger.info("song %s: resuming, %d part(s) found in storage", song_id, len(stored))
-        self._advance(state)
+        if isinstance(job, FileJob):
+            self._submit_file(job)
+        else:
+            self._admit_song(job, fingerprint)
         return None
+
+    def _admit_song(self, job: SongJob, fingerprint: dict[str, Any]) -> None:
+        self.resume.check_spec(job.job_id, fingerprint)
+        stored = self.resume.stored_parts(job.plan)
+        state = _SongState(job, stored, self._cohort)
+        self._in_flight[job.job_id] = state
+        if stored:
+            logger.info("song %s: resuming, %d part(s) found in storage", job.job_id, len(stored))
+        work = remaining_work(job.plan, stored)
+        if work.lowest_sampled:
+            self._reached_lowest(state)
+        if work.prompt_levels:
+            self._submit_prompt(state, work.prompt_levels)
+        if work.needs_labels:
+            self._submit_labels(state)
+        state.phases.extend(work.phases)
+        if self.cfg.scheduler.mode is ScheduleMode.PIPELINED and not state.gated:
+            self._submit_all([state])
+        self._advance(state)
 
     def _advance(self, state: _SongState) -> None:
         """After a call finished: submit the next phase or close the song when nothing is left."""
         if state.pending == 0 and not state.gated:
             if state.phases:
-                self._next_phases(state)
+                self._submit_phase(state, state.phases.pop(0))
             else:
-                self._finalize(state)
+                self._close(state)
 
-    def _track(self, ref: Any, kind: str, state: _SongState, stage: Stage) -> None:
-        self._pending[ref] = (kind, state.plan.song.id)
+    def _await(self, ref: Any, call: Call, job_id: str, on_done: Callable[[Any], None]) -> None:
+        self._awaited[ref] = _Awaited(job_id, call, on_done)
+
+    def _track(self, ref: Any, call: Call, state: _SongState, stage: Stage, on_done: Callable[[Any], None]) -> None:
+        self._await(ref, call, state.plan.song.id, on_done)
         state.pending += 1
         state.stages.add(stage)
 
@@ -265,137 +225,99 @@ class Scheduler:
         chunk = state.plan.chunks[level][index]
         return state.stored[("level", level, chunk.start, chunk.end)]
 
-    def _plan_phases(self, state: _SongState) -> None:
-        """What to submit for a song, as phases: one per sampled level (top first), then decoding.
-
-        Pipelined, every phase is submitted at once and Ray orders the calls by their inputs.
-        Level by level, a phase is submitted when the previous one has finished.
-        """
-        plan, stored = state.plan, state.stored
-        missing = {
-            level: [c for c in chunks if not c.prompt and ("level", level, c.start, c.end) not in stored]
-            for level, chunks in plan.chunks.items()
-        }
-        if not missing[plan.audio_level]:
-            self._reached_lowest(state)
-        prompted = [level for level in plan.levels if plan.prompt_tokens(level)]
-        if any(("level", level, 0, plan.prompt_tokens(level)) not in stored for level in prompted):
-            self._submit_prompt(state, prompted)
-        if any(missing.values()):
-            conditioning = Conditioning(plan.song.artist, plan.song.genres, plan.song.lyrics)
-            actor = self.pools[Stage.TOKENIZE].actor_for(plan.song.id)
-            state.labels, stats = actor.tokenize.options(num_returns=2).remote(plan.song.id, conditioning)
-            self._track(stats, "labels", state, Stage.TOKENIZE)
-            self.progress.plan(Stage.TOKENIZE, 1, 0)
-            waiting, members = self._gates.setdefault(state.cohort, (set(), []))
-            waiting.add(plan.song.id)
-            members.append(state)
-            state.gated = True
-        for level in plan.levels:
-            if missing[level]:
-                state.phases.append(functools.partial(self._submit_level, state, level, missing[level]))
-        for level, segments in plan.decodes.items():
-            todo = [d for d in segments if ("audio", level, d.start, d.end) not in stored]
-            if todo:
-                state.phases.append(functools.partial(self._submit_decodes, state, level, todo))
-        if self.cfg.scheduler.mode is ScheduleMode.PIPELINED and not state.gated:
-            self._submit_all([state])
+    # ------------------------------------------------------------------ submission
+    def _submit_phase(self, state: _SongState, phase: Phase) -> None:
+        if isinstance(phase, SampleLevel):
+            self._submit_windows(state, phase.level, phase.chunks)
+        else:
+            self._submit_decodes(state, phase)
 
     def _submit_all(self, states: list[_SongState]) -> None:
         """Pipelined: submit every phase of these songs, window by window across the songs
         (level by level, top first), so that their first windows reach the actors together
         instead of one song's whole DAG after another's."""
-        levels: dict[int, list[tuple[_SongState, list[ChunkPlan]]]] = {}
-        rest: list[Callable[[], None]] = []
         for stage in (*self.cfg.sampling.levels, Stage.DECODE):  # route them all first: see peers
             for state in states:
                 self.pools[stage].actor_for(state.plan.song.id)
+        by_level: dict[int, list[tuple[_SongState, SampleLevel]]] = {}
+        decodes: list[tuple[_SongState, DecodeLevel]] = []
         for state in states:
             for phase in state.phases:
-                if phase.func == self._submit_level:  # type: ignore[attr-defined]
-                    _, level, chunks = phase.args  # type: ignore[attr-defined]
-                    levels.setdefault(level, []).append((state, chunks))
+                if isinstance(phase, SampleLevel):
+                    by_level.setdefault(phase.level, []).append((state, phase))
                 else:
-                    rest.append(phase)
+                    decodes.append((state, phase))
             state.phases.clear()
-        for level in sorted(levels, reverse=True):
-            songs = levels[level]
-            for index in range(max(len(chunks) for _, chunks in songs)):
-                for state, chunks in songs:
-                    if index < len(chunks):
-                        self._submit_level(state, level, [chunks[index]])
-        for phase in rest:
-            phase()
+        for level in sorted(by_level, reverse=True):
+            songs = by_level[level]
+            for index in range(max(len(phase.chunks) for _, phase in songs)):
+                for state, phase in songs:
+                    if index < len(phase.chunks):
+                        self._submit_windows(state, level, phase.chunks[index : index + 1])
+        for state, phase in decodes:
+            self._submit_decodes(state, phase)
 
-    def _labelled(self, state: _SongState) -> None:
-        """A song's labels exist; once its whole cohort's do, the cohort's songs go on."""
-        waiting, members = self._gates[state.cohort]
-        waiting.discard(state.plan.song.id)
-        if waiting:
-            return
-        del self._gates[state.cohort]
-        members = [m for m in members if m.plan.song.id in self._songs]
-        for member in members:
-            member.gated = False
-        if self.cfg.scheduler.mode is ScheduleMode.PIPELINED:
-            self._submit_all(members)
-        for member in members:
-            self._advance(member)
+    def _submit_labels(self, state: _SongState) -> None:
+        plan = state.plan
+        conditioning = Conditioning(plan.song.artist, plan.song.genres, plan.song.lyrics)
+        actor = self.pools[Stage.TOKENIZE].actor_for(plan.song.id)
+        state.labels, stats = actor.tokenize.options(num_returns=2).remote(plan.song.id, conditioning)
+        self._track(stats, Call.LABELS, state, Stage.TOKENIZE, lambda value: self._on_labels(state, value))
+        self.progress.plan(Stage.TOKENIZE, 1, 0)
+        waiting, members = self._gates.setdefault(state.cohort, (set(), []))
+        waiting.add(plan.song.id)
+        members.append(state)
+        state.gated = True
 
-    def _next_phases(self, state: _SongState) -> None:
-        """Level by level: submit the next phase."""
-        state.phases.pop(0)()
-
-    def _submit_prompt(self, state: _SongState, levels: list[int]) -> None:
+    def _submit_prompt(self, state: _SongState, levels: tuple[int, ...]) -> None:
         """Encode (or read) the song's prompt: chunk 0 of every level in ``levels``."""
         plan, song_id = state.plan, state.plan.song.id
         n_tokens = tuple(plan.prompt_tokens(level) for level in levels)
-        task = PromptTask(song_id, str(plan.song.prompt), plan.prompt_samples, tuple(levels), n_tokens)
+        task = PromptTask(song_id=song_id, prompt=str(plan.song.prompt), prompt_samples=plan.prompt_samples,
+                          levels=levels, n_tokens=n_tokens)
         actor = self.pools[Stage.ENCODE].actor_for(song_id)
         *chunks, stats = actor.prompt.options(num_returns=len(levels) + 1).remote(task)
         for level, ref in zip(levels, chunks):
             state.refs[(level, 0)] = ref
-        self._track(stats, "stats", state, Stage.ENCODE)
+        self._track(stats, Call.PROMPT, state, Stage.ENCODE, lambda value: self._on_stats(state, value))
         self.progress.plan(Stage.ENCODE, 1, sum(n_tokens))
 
-    def _submit_level(self, state: _SongState, level: int, chunks: list[ChunkPlan]) -> None:
+    def _submit_windows(self, state: _SongState, level: int, chunks: tuple[ChunkPlan, ...]) -> None:
+        """Window calls of ``chunks`` (consecutive windows of ``level``)."""
         plan, song_id = state.plan, state.plan.song.id
         stage = level_stage(level)
         pool = self.pools[stage]
         for position, chunk in enumerate(chunks):
             window = chunk.window
             task = WindowTask(
-                song_id, level, chunk.index, window.start, window.n_context, window.n_new,
-                plan.total_length, chunk.seed, plan.options[level], chunk.upper_span, state.job.index, pool.peers(song_id),
+                song_id=song_id, level=level, index=chunk.index, start=window.start, n_context=window.n_context,
+                n_new=window.n_new, total_length=plan.total_length, seed=chunk.seed, options=plan.options[level],
+                upper_span=chunk.upper_span, priority=state.job.index, peers=pool.peers(song_id),
                 follow_up=position < len(chunks) - 1,
             )
             inputs = [self._chunk_ref(state, level, i) for i in chunk.context_chunks]
             inputs += [self._chunk_ref(state, level + 1, i) for i in chunk.upper_chunks]
-            actor = pool.actor_for(song_id)
-            ref = actor.sample.remote(task, state.labels, *inputs)
+            ref = pool.actor_for(song_id).sample.remote(task, state.labels, *inputs)
             state.refs[(level, chunk.index)] = ref
-            self._track(ref, "chunk", state, stage)
+            self._track(ref, Call.WINDOW, state, stage, lambda value: self._on_chunk(state, value))
         self.progress.plan(stage, len(chunks), sum(c.window.n_new for c in chunks))
 
-    def _submit_decodes(self, state: _SongState, level: int, segments: list[DecodePlan]) -> None:
+    def _submit_decodes(self, state: _SongState, phase: DecodeLevel) -> None:
         song_id = state.plan.song.id
         pool = self.pools[Stage.DECODE]
-        for position, segment in enumerate(segments):
-            task = DecodeTask(song_id, level, segment.index, segment.start, segment.end, segment.lo, segment.hi,
-                              state.job.index, pool.peers(song_id), follow_up=position < len(segments) - 1)
-            actor = pool.actor_for(song_id)
-            stats = actor.decode.remote(task, *[self._chunk_ref(state, level, i) for i in segment.chunks])
-            self._track(stats, "stats", state, Stage.DECODE)
-        self.progress.plan(Stage.DECODE, len(segments), sum(d.end - d.start for d in segments))
+        for position, segment in enumerate(phase.segments):
+            task = DecodeTask(
+                song_id=song_id, level=phase.level, index=segment.index, start=segment.start, end=segment.end,
+                lo=segment.lo, hi=segment.hi, priority=state.job.index, peers=pool.peers(song_id),
+                follow_up=position < len(phase.segments) - 1,
+            )
+            inputs = [self._chunk_ref(state, phase.level, i) for i in segment.chunks]
+            stats = pool.actor_for(song_id).decode.remote(task, *inputs)
+            self._track(stats, Call.SEGMENT, state, Stage.DECODE, lambda value: self._on_stats(state, value))
+        self.progress.plan(Stage.DECODE, len(phase.segments), sum(d.end - d.start for d in phase.segments))
 
-    def _store_chunk(self, state: _SongState, chunk: Chunk) -> None:
-        state.writes.append(self._writer.submit(self._write_chunk, chunk))
-
-    def _write_chunk(self, chunk: Chunk) -> None:
-        self.storage.write_chunk(chunk.to_batch())
-        faults.point("driver.chunk_stored")
-
-    def _finalize(self, state: _SongState) -> None:
+    def _close(self, state: _SongState) -> None:
+        """Every part of the song exists: the decode actor compacts it into its final files."""
         plan = state.plan
         for write in state.writes:  # every part is stored before the song is compacted
             try:
@@ -403,27 +325,80 @@ class Scheduler:
             except Exception as err:  # a storage failure the run cannot recover from
                 raise PipelineError(f"song {plan.song.id!r}: storing a chunk failed: {err}") from err
         state.writes.clear()
+        init_seed = self.cfg.model.used_init_seed
         job = FinalizeJob(
-            song=plan.song,
-            seed=plan.seed,
-            total_length=plan.total_length,
-            sampling_rate=self.sampling_rate,
-            n_tokens=dict(plan.n_tokens),
-            options=dict(plan.options),
-            audio_level=plan.audio_level,
-            decoded_levels=tuple(sorted(plan.decodes)),
-            model=self.cfg.model.source,
-            init_seed=self.init_seed,
-            fingerprint=plan.fingerprint(self.cfg.model.source, self.init_seed),
-            wav_subtype=self.cfg.audio.wav_subtype,
-            keep_parts=self.cfg.output.keep_parts,
-            prompt_tokens={level: plan.prompt_tokens(level) for level in plan.levels},
+            song=plan.song, seed=plan.seed, total_length=plan.total_length, sampling_rate=self.sampling_rate,
+            n_tokens=dict(plan.n_tokens), options=dict(plan.options), audio_level=plan.audio_level,
+            decoded_levels=tuple(sorted(plan.decodes)), model=self.cfg.model.source, init_seed=init_seed,
+            fingerprint=plan.fingerprint(self.cfg.model.source, init_seed), wav_subtype=self.cfg.audio.wav_subtype,
+            keep_parts=self.cfg.output.keep_parts, prompt_tokens={level: plan.prompt_tokens(level) for level in plan.levels},
             extra=dict(state.job.fields),
         )
         chunks = [self._chunk_ref(state, level, index) for level in plan.levels for index in range(len(plan.chunks[level]))]
         state.refs.clear()
         ref = self.pools[Stage.DECODE].actor_for(plan.song.id).finalize.remote(job, *chunks)
-        self._pending[ref] = ("finalize", plan.song.id)
+        self._await(ref, Call.CLOSE, plan.song.id, lambda row: self._on_closed(state, row))
+
+    def _submit_file(self, job: FileJob) -> None:
+        self._in_flight[job.job_id] = job
+        ref = self.pools[Stage.ENCODE].actor_for(job.job_id).encode_file.remote(job.task)
+        self._await(ref, Call.ENCODE, job.job_id, lambda value: self._on_encoded(job, *value))
+        self.progress.plan(Stage.ENCODE, 1, job.task.source.frames * self.sampling_rate // job.task.source.sampling_rate)
+        self._cohort_reached_lowest = True  # a file has no levels: nothing holds the next cohort back
+
+    # ------------------------------------------------------------------ completion handlers
+    def _on_stats(self, state: _SongState, stats: CallStats) -> None:
+        self.progress.record(stats)
+        state.pending -= 1
+        self._advance(state)
+
+    def _on_labels(self, state: _SongState, stats: CallStats) -> None:
+        """A song's labels exist; once its whole cohort's do, the cohort's songs go on."""
+        self.progress.record(stats)
+        state.pending -= 1
+        waiting, members = self._gates[state.cohort]
+        waiting.discard(state.plan.song.id)
+        if not waiting:
+            del self._gates[state.cohort]
+            members = [m for m in members if m.plan.song.id in self._in_flight]
+            for member in members:
+                member.gated = False
+            if self.cfg.scheduler.mode is ScheduleMode.PIPELINED:
+                self._submit_all(members)
+            for member in members:
+                self._advance(member)
+        self._advance(state)
+
+    def _on_chunk(self, state: _SongState, chunk: Chunk) -> None:
+        state.writes.append(self._writer.submit(self._write_chunk, chunk))
+        if chunk.level == state.plan.audio_level:
+            self._reached_lowest(state)
+        self._on_stats(state, chunk.stats)
+
+    def _write_chunk(self, chunk: Chunk) -> None:
+        self.storage.write_chunk(chunk.to_batch())
+        faults.point("driver.chunk_stored")
+
+    def _on_closed(self, state: _SongState, row: dict[str, Any]) -> None:
+        song_id = state.plan.song.id
+        self._reached_lowest(state)
+        del self._in_flight[song_id]
+        for stage in state.stages:
+            self.pools[stage].release(song_id)
+        self._emit(row)
+
+    def _on_encoded(self, job: FileJob, row: dict[str, Any], stats: CallStats) -> None:
+        self.progress.record(stats)
+        self._file_done(job)
+        self._emit(row)
+
+    def _file_done(self, job: FileJob) -> None:
+        del self._in_flight[job.job_id]
+        self.pools[Stage.ENCODE].release(job.job_id)
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        self.finished += 1
+        self.sink(row)
 
     # ------------------------------------------------------------------ the loop
     def _reached_lowest(self, state: _SongState) -> None:
@@ -432,36 +407,23 @@ class Scheduler:
         if state.cohort == self._cohort:
             self._cohort_reached_lowest = True
 
-    def _collect(self, ref: Any, kind: str, song_id: str) -> None:
-        state = self._songs[song_id]
+    def _collect(self, ref: Any, awaited: _Awaited) -> None:
         try:
             value = ray.get(ref)
-        except Exception as err:  # a call failed after its retries: the run cannot finish this song
-            raise PipelineError(f"song {song_id!r}: a {kind} call failed: {err}") from err
-        if kind in ("stats", "chunk", "labels"):
-            self.progress.record(value if kind != "chunk" else value.stats)
-            if kind == "labels":
-                self._labelled(state)
-            if kind == "chunk":
-                self._store_chunk(state, value)
-                if value.level == state.plan.audio_level:
-                    self._reached_lowest(state)
-            state.pending -= 1
-            self._advance(state)
-            return
-        self._reached_lowest(state)
-        del self._songs[song_id]
-        for stage in state.stages:
-            self.pools[stage].release(song_id)
-        self._emit(value)
-        logger.debug("song %s done: %s", song_id, value.get("audio_path"))
+        except ray.exceptions.RayTaskError as err:
+            job = self._in_flight.get(awaited.job_id)
+            if isinstance(job, FileJob) and isinstance(err.cause, ValueError):  # unusable input: the others go on
+                logger.error("input file rejected: %s", err.cause)
+                self.rejected.append(str(err.cause))
+                self._file_done(job)
+                return
+            raise PipelineError(f"song {awaited.job_id!r}: a {awaited.call.value} call failed: {err}") from err
+        except Exception as err:  # a call failed after its retries: the run cannot finish this job
+            raise PipelineError(f"song {awaited.job_id!r}: a {awaited.call.value} call failed: {err}") from err
+        awaited.on_done(value)
 
-    def _emit(self, row: dict[str, Any]) -> None:
-        self.finished += 1
-        self.sink(row)
-
-    def _admit_cohort(self, queue: Iterator[SongJob], size: int) -> bool:
-        """Admit the next ``size`` songs to run (finished ones are reported, not counted); True
+    def _admit_cohort(self, queue: Iterator[Job], size: int) -> bool:
+        """Admit the next ``size`` jobs to run (finished ones are reported, not counted); True
         when the queue is exhausted."""
         self._cohort += 1
         self._cohort_reached_lowest = False
@@ -478,37 +440,39 @@ class Scheduler:
                 self._emit(row)
         return False
 
-    def run(self, jobs: Iterable[SongJob]) -> int:
-        """Run every song, streaming manifest rows to the sink; returns how many songs there were.
+    def run(self, jobs: Iterable[Job]) -> int:
+        """Run every job, streaming manifest rows to the sink; returns how many rows there were.
 
         ``jobs`` is consumed lazily, a cohort of songs at a time: when a whole cohort fits under
         the in-flight limit and the previous cohort has reached the lowest level (its songs
         sample in step, so their windows share shapes and batches; the next cohort starts its
         upper levels while the lowest level is busy with the earlier ones).
         """
-        queue: Iterator[SongJob] = iter(jobs)
+        queue: Iterator[Job] = iter(jobs)
         exhausted = False
         self.progress.start()
         limit, cohort = self.cfg.songs_in_flight(), self.cfg.cohort_size()
         while True:
             while not exhausted and (
-                not self._songs or (self._cohort_reached_lowest and len(self._songs) + cohort <= limit)
+                not self._in_flight or (self._cohort_reached_lowest and len(self._in_flight) + cohort <= limit)
             ):
                 exhausted = self._admit_cohort(queue, cohort)
-            if not self._pending:
+            if not self._awaited:
                 if exhausted:
                     break
                 continue
-            pending = list(self._pending)
-            ready, _ = ray.wait(pending, num_returns=1, timeout=self.progress.interval_s, fetch_local=False)
-            if ready:
-                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
-            del pending
-            for ref in ready:
-                kind, song_id = self._pending.pop(ref)
-                self._collect(ref, kind, song_id)
-            del ready
+            self._wait_and_collect()
             self.progress.maybe_log()
         self.progress.maybe_log(force=True)
         self._writer.shutdown(wait=True)
         return self.finished
+
+    def _wait_and_collect(self) -> None:
+        """Wait for a call to finish (at most one progress interval), then handle every finished one."""
+        pending = list(self._awaited)
+        ready, _ = ray.wait(pending, num_returns=1, timeout=self.progress.interval_s, fetch_local=False)
+        if ready:
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
+        del pending
+        for ref in ready:
+            self._collect(ref, self._awaited.pop(ref))

@@ -1,1 +1,5 @@
-"""What a run is: its typed config, songs and grids, prompts and labels, and the checks of all of them before anything starts."""
+"""What a run is.
+
+Its typed config, songs and grids, prompts and labels, and the checks of all of them before
+anything starts.
+"""

@@ -17,16 +17,11 @@ from models.loading import ServingDtype
 from models.prior.decoder import DecodeOptions
 from pipeline.run.grid import GridSong, GridSpec, iter_grid
 from pipeline.run.grid_files import read_text
-from pipeline.run.spec import (  # noqa: F401  (re-exported: the run's vocabulary)
-    N_LEVELS,
-    SAMPLING_STAGES,
-    PromptRef,
+from pipeline.run.spec import (
     SamplingSpec,
     SongSpec,
     Stage,
     check_seed,
-    level_stage,
-    stage_level,
 )
 from pipeline.run.typed import build_dataclass
 from pipeline.train.config import TrainSpec
@@ -78,6 +73,11 @@ class ModelSpec:
     def source(self) -> str:
         """What the model loaders take: the checkpoint when given, else the preset name."""
         return self.checkpoint if self.checkpoint is not None else str(self.preset)
+
+    @property
+    def used_init_seed(self) -> int | None:
+        """The seed of the weights when a preset's random weights are used, None for a checkpoint."""
+        return self.init_seed if self.checkpoint is None else None
 
     @property
     def decode(self) -> DecodeOptions:
@@ -378,9 +378,11 @@ class RunConfig:
         return self.songs_grid.n_songs if self.songs_grid is not None else len(self.songs)
 
     def cohort_size(self) -> int:
-        """Songs admitted together: the windows the sampling stage batching the most samples at
-        once (``max_batch * num_actors``), at most ``songs_in_flight()``."""
-        cohort = max(self.stages[s].max_batch * self.stages[s].num_actors for s in self.sampling.levels)
+        """Songs (or input files) admitted together: what the stage batching the most runs at
+        once (``max_batch * num_actors``: a sampling stage's windows; the encode stage's files in
+        an encode-only run), at most ``songs_in_flight()``."""
+        batching = [Stage.ENCODE] if self.mode is RunMode.ENCODE else self.sampling.levels
+        cohort = max(self.stages[s].max_batch * self.stages[s].num_actors for s in batching)
         if self.scheduler.max_songs_in_flight is not None:
             return min(cohort, self.scheduler.max_songs_in_flight)
         return cohort

@@ -34,13 +34,15 @@ import math
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
+from models.checks import is_int
 from models.prior.sampling import SamplingOptions
+from models.seeding import derive_seed
 from pipeline.run.grid_files import (
     OPTION_FIELDS,
     PROMPT_FIELDS,
@@ -144,7 +146,7 @@ class GridSpec:
     base_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 1:
+        if not is_int(self.n_samples) or self.n_samples < 1:
             raise ValueError(f"songs_grid.n_samples must be an integer >= 1, got {self.n_samples!r}")
         if self.name is not None and not _slug(self.name):
             raise ValueError(f"songs_grid.name must contain letters or digits, got {self.name!r}")
@@ -225,23 +227,6 @@ class GridSpec:
         return cls(tuple(axes), base, 1 if n_samples is None else n_samples, name, base_dir)
 
 
-def expand(grid: GridSpec) -> list[GridSong]:
-    """Every song of the grid, cell by cell (the last axis fastest), samples innermost.
-
-    Raises:
-        ValueError: a cell missing a required field or with bad values (naming where its values
-            came from), an unreadable lyrics file, or two songs with the same id (naming both).
-    """
-    songs: list[GridSong] = []
-    seen: dict[str, GridSong] = {}
-    for song in iter_grid(grid):
-        first = seen.setdefault(song.song.id, song)
-        if first is not song:
-            raise duplicate_error(first, song)
-        songs.append(song)
-    return songs
-
-
 def duplicate_error(first: GridSong, second: GridSong) -> ValueError:
     """The error of two grid songs with one id, naming where both came from."""
     return ValueError(
@@ -251,8 +236,15 @@ def duplicate_error(first: GridSong, second: GridSong) -> ValueError:
 
 
 def iter_grid(grid: GridSpec) -> Iterator[GridSong]:
-    """The songs of :func:`expand`, one at a time, without holding them (duplicate ids are not
-    checked: that needs every id, see :func:`expand`)."""
+    """Every song of the grid, one at a time, cell by cell (the last axis fastest), samples
+    innermost.
+
+    Duplicate ids are not checked here: that needs every id (:mod:`pipeline.run.validate` does it).
+
+    Raises:
+        ValueError: a cell missing a required field or with bad values (naming where its values
+            came from), or an unreadable lyrics file.
+    """
     lyrics_cache: dict[str, str] = {}
     positions = itertools.product(*(range(len(axis.values)) for axis in grid.axes))
     for cell, position in enumerate(positions):
@@ -269,47 +261,6 @@ def iter_grid(grid: GridSpec) -> Iterator[GridSong]:
         source = " x ".join(parts) or "songs_grid.base"
         for sample in range(grid.n_samples):
             yield _make_song(grid, values, cell, sample, source, lyrics_cache)
-
-
-def songs_from_grid(songs: Iterable[GridSong]) -> tuple[SongSpec, ...]:
-    """The plain song specs of expanded grid songs (for ``RunConfig.songs``)."""
-    return tuple(song.song for song in songs)
-
-
-def plan_summary(
-    songs: Iterable[GridSong | SongSpec], model_config: Any, levels: Sequence[Stage | str] | None = None
-) -> dict[str, Any]:
-    """What a run of ``songs`` means, before any model loads (for ``--cfg job`` / dry runs).
-
-    Args:
-        songs: expanded grid songs or plain song specs (any iterable: counted as they come).
-        model_config: the model's :class:`models.config.JukeboxConfig`.
-        levels: the sampled stages (``SamplingSpec.levels``); None samples all.
-
-    Returns:
-        ``{"songs", "cells", "audio_seconds", "windows", "tokens", "levels": {stage: {"level",
-        "windows", "tokens", "window_tokens"}}}``: ``tokens`` are the tokens a level samples,
-        ``window_tokens`` the positions its windows run through the prior. Prompts are not
-        counted here (the run's own summary accounts for them).
-    """
-    from models.windows import length_for_seconds, level_geometries
-    from pipeline.execute.plan import PlanCounter
-
-    stages = [Stage(s) for s in (levels if levels is not None else SAMPLING_STAGES)]
-    geometries = level_geometries(model_config)
-    top_raw = max(geometries, key=lambda g: g.level).raw_to_tokens
-    counter = PlanCounter(geometries, [stage_level(s) for s in stages], model_config.sampling_rate)
-    cells = set()
-    for item in songs:
-        spec = item.song if isinstance(item, GridSong) else item
-        cells.add(item.cell if isinstance(item, GridSong) else spec.id)
-        length = length_for_seconds(spec.duration_s, model_config.sampling_rate, top_raw)
-        try:
-            counter.add(length)
-        except ValueError as err:
-            raise ValueError(f"song {spec.id!r} (duration_s={spec.duration_s}): {err}") from err
-    summary = counter.summary()
-    return {"songs": summary["songs"], "cells": len(cells), **{k: v for k, v in summary.items() if k != "songs"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,8 +283,7 @@ def _make_song(grid: GridSpec, values: Mapping[str, Any], cell: int, sample: int
         lyrics = lyrics_cache[lyrics_file]
     seed = values.get("seed")
     if seed is not None and sample > 0:
-        digest = hashlib.blake2b(f"jukebox-grid-sample:{seed}:{sample}".encode(), digest_size=8).digest()
-        seed = int.from_bytes(digest, "little") & ((1 << 63) - 1)
+        seed = derive_seed("grid-sample", seed, sample)
     overrides = {}
     for stage in SAMPLING_STAGES:
         options = {o: values[o] for o in OPTION_FIELDS if o in values}

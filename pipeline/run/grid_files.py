@@ -22,6 +22,7 @@ import fsspec
 import pyarrow.parquet as pq
 import yaml
 
+from models.checks import is_number
 from pipeline.run.spec import SAMPLING_STAGES
 from pipeline.run.urls import check_readable_url
 
@@ -108,7 +109,7 @@ def _number(value: Any, kind: type) -> int | float | None:
             value = kind(value.strip())
         except ValueError:
             return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     if kind is int:
         if isinstance(value, float) and not value.is_integer():

@@ -177,8 +177,3 @@ class SamplingSpec:
     def for_stage(self, stage: Stage) -> SamplingOptions:
         """Options of one prior stage."""
         return {Stage.TOP: self.top, Stage.MIDDLE: self.middle, Stage.BOTTOM: self.bottom}[stage]
-
-    @property
-    def lowest_level(self) -> int:
-        """The finest level sampled: the one audio is decoded from."""
-        return stage_level(self.levels[-1])

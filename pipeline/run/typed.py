@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
+from models.checks import is_int, is_number
+
 
 def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
     """Instantiate dataclass ``cls`` from ``data``, checking keys and types recursively."""
@@ -101,11 +103,11 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
             raise ValueError(f"{path}: expected true or false, got {value!r}")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise ValueError(f"{path}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ValueError(f"{path}: expected a number, got {value!r}")
         try:
             number = float(value)

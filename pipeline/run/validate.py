@@ -28,14 +28,15 @@ from pipeline.actors import builders
 from pipeline.actors.cluster import check_resources, describe_local, local_nodes
 from pipeline.actors.pools import needed_stages
 from pipeline.execute.plan import PlanCounter
-from pipeline.run.config import N_LEVELS, RunConfig, RunMode, stage_level
+from pipeline.run.config import RunConfig, RunMode
 from pipeline.run.grid import GridSong, duplicate_error
 from pipeline.run.labels import SongLabels, match_labels, read_labels
 from pipeline.run.prompts import available_samples
+from pipeline.run.spec import N_LEVELS, stage_level
 from pipeline.run.spec import SongSpec
 from pipeline.run.urls import check_shared_url
 from pipeline.run.vocabulary import VocabularyCheck, check_vocabulary, load_tokenizer
-from pipeline.store.audio_input import AudioSource, scan_audio
+from pipeline.store.audio_input import AudioSource, conversion_notes, scan_audio
 from pipeline.store.writer import RunStorage
 
 logger = logging.getLogger(__name__)
@@ -212,8 +213,11 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
                          f"{model.sampling_rate} Hz): {short[:5]}")
     seconds = sum(s.duration_s for s in sources)
     summary = {"mode": cfg.mode.value, "files": len(sources), "audio_seconds": round(seconds, 3),
-               "tokens": {str(level): int(sum(s.duration_s for s in sources) * model.sampling_rate) // g.raw_to_tokens
+               "tokens": {str(level): int(seconds * model.sampling_rate) // g.raw_to_tokens
                           for level, g in sorted(geometries.items())}}
+    converted = conversion_notes(sources, model.sampling_rate, model.vqvae_config.conv_input_shape)
+    if converted:  # resampled or remixed on the way in: worth knowing before hours of encoding
+        summary["converted"] = {"files": len(converted), "first": converted[:3]}
     if labels:
         summary["labelled"] = len(labels)
     return ValidatedRun(model=model, geometries=geometries, summary=summary, sources=tuple(sources), labels=labels,

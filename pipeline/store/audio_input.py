@@ -26,6 +26,8 @@ import numpy as np
 import soundfile
 import torch
 
+from models.checks import is_int
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -181,7 +183,7 @@ def mix_channels(audio: np.ndarray, channels: int) -> tuple[np.ndarray, str]:
     """
     if audio.ndim != 2:
         raise ValueError(f"audio must be [samples, channels], got shape {audio.shape}")
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if not is_int(channels) or channels < 1:
         raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
     have = audio.shape[1]
     if have == channels:
@@ -208,7 +210,7 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int, *, zero_crossings
         rates are equal.
     """
     for name, rate in (("orig_rate", orig_rate), ("new_rate", new_rate)):
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+        if not is_int(rate) or rate < 1:
             raise ValueError(f"{name} must be an integer >= 1 Hz, got {rate!r}")
     if audio.ndim != 2:
         raise ValueError(f"audio must be [samples, channels], got shape {audio.shape}")

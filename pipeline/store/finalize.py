@@ -79,8 +79,26 @@ def finalize_song(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk]
             storage.remove_parts(song_id)  # the earlier attempt may have died before removing them
         return storage.read_json(marker_path)["row"]
     parts = storage.list_parts(song_id)
+    row = _song_row(storage, job)
+    if chunks is None:
+        chunks = [Chunk.from_batch(storage.read_part(p.path)) for p in parts if p.kind == "level" and p.level in job.n_tokens]
+    files: dict[str, dict[str, Any]] = {}
+    started, finished = _write_tokens(storage, job, chunks, row, files)
+    finished += _write_audio(storage, job, parts, row, files)
+    faults.point("finalize.files_written")
+    row["started_at"] = min(started) if started else None
+    row["finished_at"] = max(finished) if finished else time.time()
+    storage.write_json(marker_path, {"row": row, "fingerprint": job.fingerprint, "files": files})
+    faults.point("finalize.marker_written")
+    if not job.keep_parts:
+        storage.remove_parts(song_id)
+    return row
+
+
+def _song_row(storage: RunStorage, job: FinalizeJob) -> dict[str, Any]:
+    """The manifest row's conditioning and timing columns (the files' columns come later)."""
     row: dict[str, Any] = {
-        "song_id": song_id,
+        "song_id": job.song.id,
         "artist": job.song.artist,
         "genres": list(job.song.genres),
         "lyrics": job.song.lyrics,
@@ -96,18 +114,20 @@ def finalize_song(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk]
         "prompt": job.song.prompt,
         **job.extra,
     }
-    note_path = storage.path("parts", song_id, PROMPT_NOTE_FILE)
+    note_path = storage.path("parts", job.song.id, PROMPT_NOTE_FILE)
     if job.song.prompt is not None and storage.fs.exists(note_path):
         row["prompt_note"] = storage.read_json(note_path).get("text")
-    if chunks is None:
-        chunks = [Chunk.from_batch(storage.read_part(p.path)) for p in parts if p.kind == "level" and p.level in job.n_tokens]
+    return row
+
+
+def _write_tokens(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk], row: dict[str, Any],
+                  files: dict[str, dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each sampled level's token file, its columns in ``row``; the chunks' start and end times."""
     started, finished = [], []
-    files: dict[str, dict[str, Any]] = {}
     for level, n_tokens in job.n_tokens.items():
         name = level_stage(level).value
-        level_chunks = _tile([c for c in chunks if c.level == level], n_tokens, f"song {song_id!r} level {level}")
-        tokens = np.concatenate([c.tokens for c in level_chunks])
-        stored = storage.write_tokens(song_id, level, tokens)
+        level_chunks = _tile([c for c in chunks if c.level == level], n_tokens, f"song {job.song.id!r} level {level}")
+        stored = storage.write_tokens(job.song.id, level, np.concatenate([c.tokens for c in level_chunks]))
         files[stored.path] = stored.record()
         row[f"{name}_tokens_path"] = stored.path
         row[f"{name}_n_tokens"] = n_tokens
@@ -120,16 +140,23 @@ def finalize_song(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk]
         row[f"{name}_temperature"], row[f"{name}_top_k"], row[f"{name}_top_p"] = options.temperature, options.top_k, options.top_p
         started += [c.started_at for c in level_chunks]
         finished += [c.finished_at for c in level_chunks]
-    decode_compute = 0.0
+    return started, finished
+
+
+def _write_audio(storage: RunStorage, job: FinalizeJob, parts: Sequence[PartInfo], row: dict[str, Any],
+                 files: dict[str, dict[str, Any]]) -> list[float]:
+    """The song's WAV and previews from their decoded pieces, their columns in ``row``; the
+    pieces' end times."""
+    decode_compute, finished = 0.0, []
     for level in job.decoded_levels:
         level_parts = _tile(
-            [p for p in parts if p.kind == "audio" and p.level == level], job.n_tokens[level], f"song {song_id!r} audio of level {level}"
+            [p for p in parts if p.kind == "audio" and p.level == level], job.n_tokens[level], f"song {job.song.id!r} audio of level {level}"
         )
         batches = [storage.read_part(p.path) for p in level_parts]
         audio = np.concatenate([chunk_audio(b) for b in batches])
         decode_compute += float(sum(b.column("compute_s")[0].as_py() for b in batches))
         finished += [b.column("finished_at")[0].as_py() for b in batches]
-        path = storage.audio_path(song_id) if level == job.audio_level else storage.preview_path(song_id, level)
+        path = storage.audio_path(job.song.id) if level == job.audio_level else storage.preview_path(job.song.id, level)
         stored = storage.write_wav(path, audio, job.sampling_rate, job.wav_subtype)
         files[stored.path] = stored.record()
         if level == job.audio_level:
@@ -137,13 +164,5 @@ def finalize_song(storage: RunStorage, job: FinalizeJob, chunks: Sequence[Chunk]
             row["audio_samples"], row["channels"] = audio.shape
         else:
             row[f"{level_stage(level).value}_preview_path"] = stored.path
-    faults.point("finalize.files_written")
     row["decode_compute_s"] = decode_compute
-    row["started_at"] = min(started) if started else None
-    row["finished_at"] = max(finished) if finished else time.time()
-    storage.write_json(marker_path, {"row": row, "fingerprint": job.fingerprint, "files": files})
-    faults.point("finalize.marker_written")
-    if not job.keep_parts:
-        storage.remove_parts(song_id)
-    return row
-
+    return finished

@@ -121,8 +121,14 @@ class RunLease:
         """Take the lease, taking over a stale one; :class:`OutputBusyError` naming the holder
         when a live run holds it. Leftovers of a dead run are removed once taken."""
         info = self._info()
-        if self._create(info):
-            return
+        if not self._create(info):
+            self._take_over(info)
+        removed = self.storage.for_run(self.run_id).remove_temporaries()
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted run", removed)
+
+    def _take_over(self, info: LeaseInfo) -> None:
+        """Take the lease from a stale holder; :class:`OutputBusyError` when it is live."""
         holder = LeaseInfo.read(self.storage)
         now = self.storage.clock()
         if holder is not None and not holder.stale(now):
@@ -137,9 +143,6 @@ class RunLease:
         self.storage.write_lease(info.to_json(), exclusive=False)
         if not self._holds():
             raise OutputBusyError(f"output.url {self.storage.url!r} was taken by another run at the same moment: retry")
-        removed = self.storage.for_run(self.run_id).remove_temporaries()
-        if removed:
-            logger.info("removed %d temporary file(s) left by an interrupted run", removed)
 
     def beat(self) -> None:
         """Renew the heartbeat; records :attr:`lost` (and stops renewing) once another run holds it."""

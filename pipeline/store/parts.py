@@ -1,4 +1,8 @@
-"""The pieces a run stores as it goes: one sampled chunk or decoded audio segment per Parquet part, their schemas, and the finished songs' token files' schema."""
+"""The pieces a run stores as it goes.
+
+One sampled chunk or decoded audio segment per Parquet part, their schemas, and the finished
+songs' token files' schema.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

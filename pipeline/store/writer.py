@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 import soundfile
 import xxhash
 
+from pipeline import faults
 from pipeline.store.parts import TOKENS_SCHEMA, PartInfo, chunk_tokens
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class RunStorage:
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as handle:
                 handle.write(payload)
+            faults.point(f"write.{self.relative(path).split('/')[0]}.temp")  # e.g. write.audio.temp
             os.replace(tmp, path)
         else:
             self.fs.pipe_file(path, payload)

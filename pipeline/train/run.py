@@ -6,12 +6,15 @@ one published as ``model/`` (a whole-model ``save_pretrained`` directory with it
 ``model.checkpoint=`` and ``JukeboxModel.from_pretrained`` take) with ``metrics.parquet`` and
 ``metrics.csv`` (one row per step). Running the same command again resumes from the newest
 checkpoint (Ray Train restores a run by its name and storage); with more ``train.steps`` it trains on.
+The run folder has a lease as any run's output: a second run of the same name on the same output
+stops before it reads its corpus; the published files go through the run's fenced writer.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,7 @@ from models.presets import is_preset
 from models.training import CropSampler, audio_crops, measure_audio_scale
 from models.training.batches import CALIBRATION_STREAM
 from pipeline.run.config import RunConfig
+from pipeline.store.lease import RunLease
 from pipeline.store.writer import RunStorage
 from pipeline.train.data import load_audio_corpus, load_token_corpus
 from pipeline.train.metrics import METRICS_CSV, METRICS_FILE, MetricsHistory
@@ -119,13 +123,12 @@ def _trainer(plan: TrainPlan, worker_plan: WorkerPlan) -> TorchTrainer:
     )
 
 
-def _publish(checkpoint: ray.train.Checkpoint, run_url: str) -> tuple[str, str, MetricsHistory]:
+def _publish(checkpoint: ray.train.Checkpoint, storage: RunStorage) -> tuple[str, str, MetricsHistory]:
     """Copy the checkpoint's model (not its training state) to ``run/model`` and its metrics to
-    ``run/metrics.{parquet,csv}``; ``config.json`` goes last, so a half-copied model never looks whole."""
-    storage = RunStorage(run_url)
+    ``run/metrics.{parquet,csv}`` through the run's writer; ``config.json`` goes last, so a
+    half-copied model never looks whole."""
     model_dir = storage.path(MODEL_DIR)
-    if storage.fs.exists(model_dir):
-        storage.fs.rm(model_dir, recursive=True)
+    storage.remove(model_dir)
     with checkpoint.as_directory() as directory:
         names = sorted(n for n in os.listdir(directory) if n not in (TRAINING_STATE, METRICS_FILE))
         for name in sorted(names, key=lambda n: n == "config.json"):
@@ -137,14 +140,9 @@ def _publish(checkpoint: ray.train.Checkpoint, run_url: str) -> tuple[str, str, 
     return storage.uri(model_dir), storage.uri(storage.path(METRICS_FILE)), history
 
 
-def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResult:
-    """Train ``cfg.train.component``; ``connect(cfg)`` joins or starts Ray and says whether the
-    run must stop it. Every input is checked, and the corpus read, before any worker starts."""
-    began = time.time()
-    plan = validate_train(cfg)
-    logger.info("plan: %s", plan.summary)
-    if cfg.dry_run:
-        return TrainResult(plan.run_url, plan=plan.summary, dry_run=True)
+def _train_leased(cfg: RunConfig, plan: TrainPlan, connect: Callable[[RunConfig], bool],
+                  storage: RunStorage) -> tuple[ray.train.Result, tuple[str, str, MetricsHistory]]:
+    """Read the corpus, train, publish: the run, once its lease is held."""
     if plan.component.is_prior:
         corpus: list = load_token_corpus(plan)
     else:
@@ -156,10 +154,28 @@ def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResu
         result = _trainer(plan, worker_plan).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"training {plan.component.value} left no checkpoint in {plan.run_url}")
-        model_url, metrics_path, history = _publish(result.checkpoint, plan.run_url)
+        return result, _publish(result.checkpoint, storage)
     finally:
         if stop_ray:
             ray.shutdown()
+
+
+def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResult:
+    """Train ``cfg.train.component``; ``connect(cfg)`` joins or starts Ray and says whether the
+    run must stop it. Every input is checked, and the corpus read, before any worker starts."""
+    began = time.time()
+    plan = validate_train(cfg)
+    logger.info("plan: %s", plan.summary)
+    if cfg.dry_run:
+        return TrainResult(plan.run_url, plan=plan.summary, dry_run=True)
+    run_id = uuid.uuid4().hex[:12]
+    lease = RunLease(RunStorage(plan.run_url), run_id, cfg.output.lease_heartbeat_s, cfg.output.lease_stale_s)
+    lease.acquire()  # a second training run of this name on this output stops here
+    lease.start_heartbeat()
+    try:
+        result, (model_url, metrics_path, history) = _train_leased(cfg, plan, connect, RunStorage(plan.run_url, run_id))
+    finally:
+        lease.release()
     last = history.rows[-1] if history.rows else {}
     logger.info("trained %s for %d steps: %s; model in %s, metrics in %s", plan.component.value, len(history.rows),
                 {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}, model_url, metrics_path)

@@ -18,15 +18,16 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.config import JukeboxConfig
+from models.config import JukeboxConfig, JukeboxPriorConfig
 from models.presets import available_presets, is_preset
+from models.prior.conditioners import ARTIST, FIRST_GENRE
 from models.training import MultiResolutionSpectralLoss
 from pipeline.actors import builders
-from pipeline.store.audio_input import AudioSource, scan_audio
 from pipeline.run.config import RunConfig
 from pipeline.run.labels import SongLabels
-from pipeline.store.manifest import MANIFEST_NAME
 from pipeline.run.spec import level_stage
+from pipeline.store.audio_input import AudioSource, scan_audio
+from pipeline.store.manifest import MANIFEST_NAME
 from pipeline.store.writer import RunStorage
 from pipeline.train.config import Component, TrainSpec
 
@@ -157,51 +158,25 @@ def _prior_data(cfg: RunConfig, spec: TrainSpec, model: JukeboxConfig) -> tuple[
     level = component.vqvae_level()
     hops = model.vqvae_config.hop_lengths
     align = hops[level + 1] // hops[level] if prior_index > 0 else 1
-    rows = read_token_manifest(spec.tokens_url)
-    if not rows:
-        raise ValueError(f"train.tokens_url: the manifest of {spec.tokens_url!r} lists no songs")
-    columns = set(rows[0])
-    needed = [f"{level_stage(level).value}_n_tokens"] + ([f"{level_stage(level + 1).value}_n_tokens"] if prior_index > 0 else [])
-    missing_columns = [c for c in ["song_id", "total_length", "sampling_rate", *needed] if c not in columns]
-    if missing_columns:
-        raise ValueError(f"train.tokens_url: the manifest of {spec.tokens_url!r} lacks columns {missing_columns}: is it the output of an encode run?")
-    rates = sorted({row["sampling_rate"] for row in rows})
-    if rates != [model.sampling_rate]:
-        raise ValueError(f"train.tokens_url: tokens were encoded at {rates} Hz, the model runs at {model.sampling_rate} Hz")
-    label_columns = ["artist", "genres"] * prior.metadata_conditioning + ["lyrics"] * (prior.nb_relevant_lyric_tokens > 0)
-    absent = [c for c in label_columns if c not in columns]
-    if absent:
-        raise ValueError(f"train.tokens_url: the {component.value} prior conditions on {label_columns} but the manifest of "
-                         f"{spec.tokens_url!r} has no {absent} column(s): encode the audio again with encode.labels_url=LABELS")
-    unlabelled = [row["song_id"] for row in rows if any(row.get(c) is None for c in label_columns)]
-    if unlabelled:
-        raise ValueError(f"train.tokens_url: labels missing from the manifest for {len(unlabelled)} song(s) "
-                         f"({label_columns} needed): {_listing(unlabelled)}")
+    n_tokens_column = f"{level_stage(level).value}_n_tokens"
+    rows = _checked_manifest(spec, model, prior, [n_tokens_column] + ([f"{level_stage(level + 1).value}_n_tokens"] if prior_index > 0 else []))
     tokenizer = builders.build_tokenizer(cfg.model.source)
-    n_genres, n_artists = prior.metadata_dims
     songs, skipped, unknown, bad = [], [], [], []
     rate = model.sampling_rate
     for row in rows:
         song_id = row["song_id"]
-        labels = SongLabels.from_row(row)
         if prior.metadata_conditioning:
+            labels = SongLabels.from_row(row)
             names = _unknown_names(tokenizer, labels)
             if names:
                 unknown.append(f"{song_id}: {', '.join(names)}")
-            try:
-                label_row = np.asarray(tokenizer.encode(labels.artist, list(labels.genres), labels.lyrics or "")[prior_index], dtype=np.int64)
-            except ValueError as err:
-                bad.append(f"{song_id}: {err}")
-                continue
-            head = label_row[3 : 4 + prior.max_nb_genres]
-            if len(label_row) < 4 + prior.max_nb_genres or head[0] >= n_artists or (head[1:] >= n_genres).any():
-                bad.append(f"{song_id}: label ids {head.tolist()} do not fit the prior's {prior.max_nb_genres} genre slot(s), "
-                           f"{n_artists} artists and {n_genres} genres")
+            label_row, problem = _label_row(tokenizer, prior, prior_index, labels)
+            if problem is not None:
+                bad.append(f"{song_id}: {problem}")
                 continue
         else:
-            label_row = np.zeros(4 + prior.max_nb_genres, dtype=np.int64)
-        n_tokens = int(row[needed[0]])
-        total = int(row["total_length"])
+            label_row = np.zeros(FIRST_GENRE + prior.max_nb_genres, dtype=np.int64)
+        n_tokens, total = int(row[n_tokens_column]), int(row["total_length"])
         if n_tokens < prior.n_ctx:
             skipped.append(f"{song_id} ({n_tokens} tokens, fewer than one window of {prior.n_ctx})")
         elif prior_index == 0 and not prior.min_duration * rate <= total < prior.max_duration * rate:
@@ -218,6 +193,45 @@ def _prior_data(cfg: RunConfig, spec: TrainSpec, model: JukeboxConfig) -> tuple[
     if not songs:
         raise ValueError(f"train.tokens_url: no song of {spec.tokens_url!r} can be trained on: {_listing(skipped)}")
     return prior.n_ctx, align, tuple(songs), skipped
+
+
+def _checked_manifest(spec: TrainSpec, model: JukeboxConfig, prior: JukeboxPriorConfig, token_columns: list[str]) -> list[dict[str, Any]]:
+    """The token dataset's rows, once they hold the columns the prior trains on (its levels' token
+    counts, the labels it conditions on), at the model's sampling rate."""
+    rows = read_token_manifest(spec.tokens_url)
+    if not rows:
+        raise ValueError(f"train.tokens_url: the manifest of {spec.tokens_url!r} lists no songs")
+    columns = set(rows[0])
+    missing_columns = [c for c in ["song_id", "total_length", "sampling_rate", *token_columns] if c not in columns]
+    if missing_columns:
+        raise ValueError(f"train.tokens_url: the manifest of {spec.tokens_url!r} lacks columns {missing_columns}: is it the output of an encode run?")
+    rates = sorted({row["sampling_rate"] for row in rows})
+    if rates != [model.sampling_rate]:
+        raise ValueError(f"train.tokens_url: tokens were encoded at {rates} Hz, the model runs at {model.sampling_rate} Hz")
+    label_columns = ["artist", "genres"] * prior.metadata_conditioning + ["lyrics"] * (prior.nb_relevant_lyric_tokens > 0)
+    absent = [c for c in label_columns if c not in columns]
+    if absent:
+        raise ValueError(f"train.tokens_url: the {spec.component.value} prior conditions on {label_columns} but the manifest of "
+                         f"{spec.tokens_url!r} has no {absent} column(s): encode the audio again with encode.labels_url=LABELS")
+    unlabelled = [row["song_id"] for row in rows if any(row.get(c) is None for c in label_columns)]
+    if unlabelled:
+        raise ValueError(f"train.tokens_url: labels missing from the manifest for {len(unlabelled)} song(s) "
+                         f"({label_columns} needed): {_listing(unlabelled)}")
+    return rows
+
+
+def _label_row(tokenizer, prior: JukeboxPriorConfig, prior_index: int, labels: SongLabels) -> tuple[np.ndarray | None, str | None]:
+    """The prior's label row of a song, or why the prior cannot take it."""
+    try:
+        row = np.asarray(tokenizer.encode(labels.artist, list(labels.genres), labels.lyrics or "")[prior_index], dtype=np.int64)
+    except ValueError as err:
+        return None, str(err)
+    n_genres, n_artists = prior.metadata_dims
+    head = row[ARTIST : FIRST_GENRE + prior.max_nb_genres]
+    if len(row) < FIRST_GENRE + prior.max_nb_genres or head[0] >= n_artists or (head[1:] >= n_genres).any():
+        return None, (f"label ids {head.tolist()} do not fit the prior's {prior.max_nb_genres} genre slot(s), "
+                      f"{n_artists} artists and {n_genres} genres")
+    return row, None
 
 
 def _worker_visible(source: str) -> str:

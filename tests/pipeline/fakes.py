@@ -49,6 +49,6 @@ def counting_stage(device: torch.device, max_batch: int = 1, *, delay_s: float =
 
 def counting_factories(delay_s: float = 0.0) -> dict:
     """Factories replacing the three prior stages with counting stand-ins."""
-    from pipeline.run.config import SAMPLING_STAGES
+    from pipeline.run.spec import SAMPLING_STAGES
 
     return {stage: functools.partial(counting_stage, delay_s=delay_s) for stage in SAMPLING_STAGES}

@@ -278,6 +278,7 @@ def test_a_killed_driver_is_resumed_by_the_next_run(fault, clean, tmp_path):
     "decode.part@2",  # a decode actor dies before storing a segment
     "finalize.files_written@1",  # ... after writing a song's files, before its marker
     "finalize.marker_written@1",  # ... after the marker, before removing the song's parts
+    "write.audio.temp@1",  # ... mid-write: its temporary file is left behind, then swept
 ])
 def test_a_killed_actor_is_restarted_and_the_output_is_unchanged(fault, clean, tmp_path, monkeypatch):
     _, expected = clean

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run.config import RunConfig
-from pipeline.run.grid import expand
 from pipeline.execute.runner import run, to_run_config
+from pipeline.run.config import RunConfig
+from pipeline.run.grid import iter_grid
 from tests.pipeline.fakes import counting_factories
 
 GRID = {
@@ -39,7 +39,7 @@ def test_extending_a_grid_with_seeds_makes_only_the_new_songs(ray_session, make_
     extended = copy.deepcopy(GRID)
     extended["product"]["seed"] = [1, 2, 3]
     cfg = _cfg(make_cfg, extended)
-    expected = expand(cfg.songs_grid)
+    expected = list(iter_grid(cfg.songs_grid))
     new = [s for s in expected if s.song.id not in old]
     assert len(expected) == 6 and len(new) == 2  # existing songs keep their ids
     second = run(cfg, factories=counting_factories())

@@ -21,8 +21,8 @@ import torch
 from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.tokenizer import JukeboxTokenizer
-from pipeline.run.grid import expand
 from pipeline.execute.runner import run, to_run_config
+from pipeline.run.grid import iter_grid
 from tests.pipeline.conftest import compose_config
 
 LEVELS = {"top": 2, "middle": 1, "bottom": 0}
@@ -56,7 +56,7 @@ def grid_run(ray_session, tmp_path_factory):
 @pytest.mark.slow
 def test_manifest_rows_are_the_expanded_grid(grid_run):
     cfg, result = grid_run
-    expected = expand(cfg.songs_grid)
+    expected = list(iter_grid(cfg.songs_grid))
     assert len(expected) == 24 == result.n_songs
     rows = result.rows
     assert [r["song_id"] for r in rows] == [s.song.id for s in expected]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.execute.resume import ResumeMismatchError
 from pipeline.execute.runner import run
-from pipeline.execute.scheduler import ResumeMismatchError
 from tests.pipeline.fakes import counting_factories
 from tests.pipeline.runs import DELAY_S, SONGS, THIRD_SONG, assert_same, outputs, three_songs
 

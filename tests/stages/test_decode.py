@@ -7,6 +7,7 @@ import torch
 
 from models.loading import load_vqvae
 from stages.decode import DecodeRequest, DecodeStage
+from tests.stages.batches import run_grouped
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +34,13 @@ def test_chunked_decode_equals_whole(vqvae, level):
         end = min(n, start + 128)
         lo, hi = max(0, start - margin), min(n, end + margin)
         requests.append(DecodeRequest("song", level, tokens[0, lo:hi].numpy(), lo, start, end))
-    results = stage(requests)
+    results = run_grouped(stage, requests)
     audio = np.concatenate([r.audio for r in results])
     hop = stage.hop_length(level)
     assert audio.shape == whole.shape == (n * hop, 1)
     np.testing.assert_allclose(audio, whole, atol=1e-4 * np.abs(whole).max())
     # Without the margin the chunk edges differ: the margin is doing the work.
-    bare = np.concatenate([r.audio for r in stage([DecodeRequest("s", level, tokens[0, s : min(n, s + 128)].numpy(), s, s, min(n, s + 128)) for s in range(0, n, 128)])])
+    bare = np.concatenate([r.audio for r in run_grouped(stage, [DecodeRequest("s", level, tokens[0, s : min(n, s + 128)].numpy(), s, s, min(n, s + 128)) for s in range(0, n, 128)])])
     assert np.abs(bare - whole).max() > 1e-3 * np.abs(whole).max()
 
 
@@ -54,7 +55,7 @@ def test_batches_group_equal_shapes(vqvae):
     stage = DecodeStage(vqvae, max_batch=8)
     tokens = np.arange(64) % 256
     requests = [DecodeRequest(f"s{i}", 0, tokens, 0, 8, 56) for i in range(3)] + [DecodeRequest("x", 0, tokens[:32], 0, 0, 32)]
-    results = stage(requests)
+    results = run_grouped(stage, requests)
     assert [r.batch_size for r in results] == [3, 3, 3, 1]
     np.testing.assert_array_equal(results[0].audio, results[1].audio)
     assert results[0].audio.shape == (48 * 8, 1) and results[3].audio.shape == (32 * 8, 1)

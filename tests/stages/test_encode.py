@@ -7,6 +7,7 @@ import torch
 
 from models.loading import load_vqvae
 from stages.encode import EncodeRequest, EncodeStage, encoder_receptive_field
+from tests.stages.batches import run_grouped
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_tokens_equal_vqvae_encode_of_the_same_batch(vqvae):
     alone = [reference_tokens(vqvae, r.audio[None]) for r in requests]
     assert len(np.unique(alone[0][0])) > 50  # the comparison is not vacuous
     for max_batch, batches in ((1, [[0], [1], [2], [3], [4]]), (2, [[0, 2], [1, 4], [3]]), (4, [[0, 2, 3], [1, 4]])):
-        results = EncodeStage(vqvae, max_batch=max_batch)(requests)
+        results = run_grouped(EncodeStage(vqvae, max_batch=max_batch), requests)
         for batch in batches:
             expected = reference_tokens(vqvae, np.stack([requests[i].audio for i in batch]))
             for row, index in enumerate(batch):
@@ -80,19 +81,19 @@ def test_chunked_long_audio_equals_whole_audio(vqvae):
     stage = EncodeStage(vqvae, chunk_samples=4000)
     assert stage.chunk_samples == 3968 and stage.margin % 128 == 0
     assert stage.margin >= max(encoder_receptive_field(e) for e in vqvae.encoders)
-    result = stage([request])[0]
+    result = stage.run_batch([request])[0]
     for level in range(3):
         assert real_mismatches(vqvae, request.audio, level, result.level_tokens(level), expected[level][0]).size == 0
     # the margin is what makes chunks exact: without it, tokens near chunk edges change
     stage.margin = 0
-    cut = stage([request])[0]
+    cut = stage.run_batch([request])[0]
     assert any((cut.level_tokens(level) != expected[level][0]).any() for level in range(3))
 
 
 def test_some_levels_only(vqvae):
     request = songs([2000], seed=2)[0]
     expected = reference_tokens(vqvae, request.audio[None])
-    result = EncodeStage(vqvae, levels=[2, 1])([request])[0]
+    result = EncodeStage(vqvae, levels=[2, 1]).run_batch([request])[0]
     assert result.levels == (1, 2) and len(result.tokens) == 2
     np.testing.assert_array_equal(result.level_tokens(2), expected[2][0])
     with pytest.raises(ValueError, match="level 0 was not encoded"):
@@ -101,7 +102,7 @@ def test_some_levels_only(vqvae):
 
 def test_bad_input(vqvae):
     with pytest.raises(ValueError, match="fewer than one token of level 2"):
-        EncodeStage(vqvae)(songs([100]))
+        EncodeStage(vqvae).run_batch(songs([100]))
     with pytest.raises(ValueError, match=r"audio must be a numpy array \[samples, channels\]"):
         EncodeRequest("x", np.zeros(1000, np.float32))
     with pytest.raises(ValueError, match="max_batch must be an integer >= 1"):

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from models.loading import load_prior
-from models.prior.sampling import SamplingOptions
 from models.presets import preset_tokenizer_settings
+from models.prior.sampling import SamplingOptions
 from models.seeding import window_seed
 from models.tokenizer import JukeboxTokenizer
-from stages.batching import group_batches
 from stages.prior_window import PriorWindowStage, WindowRequest
 from tests.pipeline.fakes import CountingPrior
+from tests.stages.batches import run_grouped
 
 OPTIONS = SamplingOptions(temperature=0.98)
 
@@ -32,22 +32,12 @@ def _request(song: str, seed: int, *, start: int = 0, n_context: int = 0, n_new:
     )
 
 
-def test_group_batches_keeps_arrival_order_and_caps_batches():
-    keys = ["a", "b", "a", "a", "b", "c", "a"]
-    batches = group_batches(keys, max_batch=2)
-    assert batches == [[0, 2], [1, 4], [3, 6], [5]]
-    assert sorted(i for b in batches for i in b) == list(range(len(keys)))
-    assert all(len({keys[i] for i in b}) == 1 for b in batches)
-    with pytest.raises(ValueError, match="max_batch"):
-        group_batches(keys, 0)
-
-
 def test_batched_equals_one_by_one_and_groups_by_shape():
     requests = [_request(f"s{i}", 100 + i, n_context=4 * (i % 2), n_new=8 - 4 * (i % 2)) for i in range(6)]
     batched = PriorWindowStage(CountingPrior(), max_batch=4)
     alone = PriorWindowStage(CountingPrior(), max_batch=1)
-    together = batched(requests)
-    single = alone(requests)
+    together = run_grouped(batched, requests)
+    single = run_grouped(alone, requests)
     for a, b, request in zip(together, single, requests):
         assert a.tokens.dtype == np.int32 and a.tokens.shape == (request.n_new,)
         np.testing.assert_array_equal(a.tokens, b.tokens)
@@ -80,8 +70,8 @@ def test_tiny_prior_batches_songs_with_different_lyrics():
             WindowRequest(f"s{index}", labels, np.zeros(0, np.int32), None, 0, 24, 44032, window_seed(7 + index, 2, 0), OPTIONS)
         )
     assert len(requests[0].labels) != len(requests[1].labels)
-    together = PriorWindowStage(prior, max_batch=2)(requests)
-    alone = PriorWindowStage(prior, max_batch=1)(requests)
+    together = run_grouped(PriorWindowStage(prior, max_batch=2), requests)
+    alone = run_grouped(PriorWindowStage(prior, max_batch=1), requests)
     assert together[0].batch_size == 2
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(a.tokens, b.tokens)
@@ -104,8 +94,8 @@ def test_windows_of_songs_of_different_lengths_and_positions_share_a_batch():
             )
         )
     assert len({r.batch_key() for r in requests}) == 1
-    together = PriorWindowStage(prior, max_batch=3)(requests)
-    alone = PriorWindowStage(prior, max_batch=1)(requests)
+    together = run_grouped(PriorWindowStage(prior, max_batch=3), requests)
+    alone = run_grouped(PriorWindowStage(prior, max_batch=1), requests)
     assert [r.batch_size for r in together] == [3, 3, 3]
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(a.tokens, b.tokens)

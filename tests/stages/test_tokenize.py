@@ -13,7 +13,7 @@ def test_labels_by_level():
     tokenizer = JukeboxTokenizer(**preset_tokenizer_settings("tiny"))
     stage = TokenizeStage(tokenizer, 3)
     song = Conditioning("Alan Jackson", ("country",), "old town road")
-    (labels,) = stage([song])
+    labels = stage.labels(song)
     per_prior = tokenizer("Alan Jackson", ["country"], "old town road", return_tensors="np")["input_ids"]
     assert sorted(labels) == [0, 1, 2]
     for index, ids in enumerate(per_prior):

@@ -1,8 +1,6 @@
 """Two gloo ranks with DDP train exactly as one process on the same global batch."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch

@@ -8,7 +8,7 @@ from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.tokenizer import JukeboxTokenizer
 from pipeline.actors import builders
-from pipeline.run.config import SAMPLING_STAGES, Stage
+from pipeline.run.spec import SAMPLING_STAGES, Stage
 from stages.tokenize import Conditioning
 
 

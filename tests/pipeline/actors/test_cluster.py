@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pipeline.actors.cluster import Node, check_resources, describe_local, local_nodes, local_ray_env
-from pipeline.run.config import Stage
 from pipeline.actors.pools import needed_stages
 from pipeline.execute.runner import to_run_config
+from pipeline.run.spec import Stage
 from tests.pipeline.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[3]

@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from pipeline.run.config import PoolSpec, Stage
 from pipeline.actors.pools import PlacementError, pack_bundles
 from pipeline.execute.runner import run
+from pipeline.run.config import PoolSpec
+from pipeline.run.spec import Stage
 from tests.pipeline.fakes import counting_factories
 
 

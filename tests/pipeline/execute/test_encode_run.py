@@ -7,8 +7,6 @@ and their tokens equal ``JukeboxModel`` continuing the same prompt tokens alone 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -18,8 +16,8 @@ import torch
 from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.tokenizer import JukeboxTokenizer
-from pipeline.store.audio_input import load_audio
 from pipeline.execute.runner import run
+from pipeline.store.audio_input import load_audio
 from tests.pipeline.conftest import compose_config
 
 RATE = 44100
@@ -68,6 +66,15 @@ def test_encoding_a_folder_gives_the_vqvae_tokens_and_notes(encoded, audio_folde
             tokens = pq.read_table(out / "tokens" / f"level={level}" / f"{song_id}.parquet").column("tokens")[0].as_py()
             assert row[f"{name}_n_tokens"] == len(tokens) == n // (8, 32, 128)[level]
             np.testing.assert_array_equal(tokens, expected[level][0].numpy(), err_msg=f"{song_id} level {level}")
+
+
+def test_a_dry_run_names_the_files_it_will_convert(audio_folder, tmp_path):
+    cfg = compose_config([f"output.url={tmp_path / 'out'}", "mode=encode", f"encode.input_url={audio_folder}", "dry_run=true"])
+    plan = run(cfg).plan
+    assert plan["files"] == 3 and plan["converted"]["files"] == 2
+    assert sorted(note.split("/")[-1] for note in plan["converted"]["first"]) == [
+        "low.wav: 22050 Hz, 1 ch -> 44100 Hz, 1 ch", "stereo48k.flac: 48000 Hz, 2 ch -> 44100 Hz, 1 ch"]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

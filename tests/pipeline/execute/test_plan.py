@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from models.loading import load_model_config
+from models.prior.sampling import SamplingOptions
 from models.seeding import song_seed, window_seed
 from models.windows import length_for_seconds, level_geometries
-from models.prior.sampling import SamplingOptions
-from pipeline.run.config import SongSpec
-from pipeline.execute.plan import plan_song
+from pipeline.execute.plan import PlanCounter, plan_song
+from pipeline.run.spec import SongSpec
 
 OPTIONS = {level: SamplingOptions() for level in range(3)}
 
@@ -114,3 +114,26 @@ def test_decode_segments_join_chunks_up_to_decode_tokens():
     for s in segments:
         held = [chunks[i] for i in s.chunks]
         assert held[0].start <= s.lo and held[-1].end >= s.hi and (s.lo, s.hi) == (max(0, s.start - 9), min(plan.n_tokens[0], s.end + 9))
+
+
+def test_plan_counter_counts_every_token_once():
+    config = load_model_config("tiny")
+    geometries = {g.level: g for g in level_geometries(config)}
+    lengths = [length_for_seconds(s, 44100, 128) for s in (2.0, 2.0, 0.4, 5.0)]
+    counter = PlanCounter(list(geometries.values()), [2, 1, 0], config.sampling_rate)
+    for n in lengths:
+        counter.add(n)
+    summary = counter.summary()
+    assert summary["songs"] == 4
+    assert summary["audio_seconds"] == pytest.approx(sum(lengths) / 44100, abs=1e-3)
+    for stage, level in (("top", 2), ("middle", 1), ("bottom", 0)):
+        entry = summary["levels"][stage]
+        windows = [w for n in lengths for w in geometries[level].windows(n)]
+        assert entry["tokens"] == sum(n // geometries[level].raw_to_tokens for n in lengths)
+        assert entry["tokens"] == sum(w.n_new for w in windows)  # every token is sampled exactly once
+        assert entry["windows"] == len(windows) and entry["window_tokens"] >= entry["tokens"]
+    assert summary["windows"] == sum(e["windows"] for e in summary["levels"].values())
+    top_only = PlanCounter(list(geometries.values()), [2], config.sampling_rate)
+    for n in lengths:
+        top_only.add(n)
+    assert list(top_only.summary()["levels"]) == ["top"] and top_only.summary()["windows"] == summary["levels"]["top"]["windows"]

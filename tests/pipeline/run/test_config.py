@@ -9,7 +9,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.run.config import RunConfig, RunMode, ScheduleMode, Stage
+from pipeline.run.config import RunConfig, RunMode, ScheduleMode
+from pipeline.run.spec import Stage
 from tests.pipeline.conftest import compose_config
 
 

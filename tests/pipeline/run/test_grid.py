@@ -1,4 +1,4 @@
-"""Conditioning grids: expansion, stable ids, file formats, errors, plan summary."""
+"""Conditioning grids: expansion, stable ids, file formats, errors."""
 from __future__ import annotations
 
 import csv
@@ -11,14 +11,16 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from models.presets import load_preset
-from models.windows import length_for_seconds, level_geometries
-from pipeline.run.config import SamplingSpec, SongSpec, Stage
-from pipeline.run.grid import GridSong, GridSpec, SamplingOverride, expand, plan_summary, songs_from_grid
+from pipeline.run.grid import GridSpec, SamplingOverride, iter_grid
+from pipeline.run.spec import SamplingSpec
 
 ARTISTS = ["Alan Jackson", "Ella Fitzgerald", "Björk"]
 GENRE_LYRICS = [(["country"], "dusty road"), (["jazz"], "midnight city")]
 SEEDS = [0, 7]
+
+
+def songs_of(grid):
+    return list(iter_grid(grid))
 
 
 def demo_section(seeds=SEEDS, n_samples=2):
@@ -33,7 +35,7 @@ def demo_section(seeds=SEEDS, n_samples=2):
 
 def test_expansion_is_the_product_of_zip_and_product_axes():
     grid = GridSpec.from_config(demo_section())
-    songs = expand(grid)
+    songs = songs_of(grid)
     expected = [
         (artist, tuple(genres), lyrics, seed, sample)
         for (genres, lyrics), artist, seed in itertools.product(GENRE_LYRICS, ARTISTS, SEEDS)
@@ -52,13 +54,12 @@ def test_expansion_is_the_product_of_zip_and_product_axes():
     assert len(set(seeds.values())) == len(SEEDS) * 2
     assert all(s.song.duration_s == 2.0 for s in songs)
     assert len({s.song.id for s in songs}) == 24
-    assert songs_from_grid(songs) == tuple(s.song for s in songs)
-    assert expand(grid) == songs  # deterministic
+    assert songs_of(grid) == songs  # deterministic
 
 
 def test_ids_are_readable_and_stable_when_seeds_and_samples_are_added():
-    small = {s.song.id: s.song for s in expand(GridSpec.from_config(demo_section(seeds=[0], n_samples=1)))}
-    big = {s.song.id: s.song for s in expand(GridSpec.from_config(demo_section(seeds=[0, 7, 9], n_samples=3)))}
+    small = {s.song.id: s.song for s in songs_of(GridSpec.from_config(demo_section(seeds=[0], n_samples=1)))}
+    big = {s.song.id: s.song for s in songs_of(GridSpec.from_config(demo_section(seeds=[0, 7, 9], n_samples=3)))}
     assert len(small) == 6 and len(big) == 54
     assert set(small) <= set(big)
     assert all(big[song_id] == spec for song_id, spec in small.items())
@@ -74,7 +75,7 @@ def test_ids_depend_on_conditioning_not_on_how_the_grid_is_written():
     written_as_rows = GridSpec.from_config(
         {"songs": [{"artist": "Ella Fitzgerald", "genres": ["jazz"], "duration_s": 3.0, "seed": s} for s in (1, 2)]}
     )
-    assert [s.song for s in expand(written_as_product)] == [s.song for s in expand(written_as_rows)]
+    assert [s.song for s in songs_of(written_as_product)] == [s.song for s in songs_of(written_as_rows)]
 
 
 def test_sampling_overrides_per_level_and_for_all_levels():
@@ -84,7 +85,7 @@ def test_sampling_overrides_per_level_and_for_all_levels():
             "product": {"top": {"top_k": [0, 20]}, "bottom.top_p": [0.5]},
         }
     )
-    songs = expand(grid)
+    songs = songs_of(grid)
     assert [s.top for s in songs] == [SamplingOverride(0.9, 0), SamplingOverride(0.9, 20)]
     assert songs[1].middle == SamplingOverride(temperature=0.9)
     assert songs[1].bottom == SamplingOverride(temperature=0.9, top_p=0.5)
@@ -134,8 +135,8 @@ def grid_files(tmp_path):
 
 @pytest.mark.parametrize("kind", ["yaml", "json", "csv", "parquet", "grid.yml"])
 def test_every_file_format_gives_the_same_songs(grid_files, kind):
-    reference = expand(GridSpec.from_file(str(grid_files["yaml"])))
-    songs = expand(GridSpec.from_config({"file": "file://" + str(grid_files[kind])}))
+    reference = songs_of(GridSpec.from_file(str(grid_files["yaml"])))
+    songs = songs_of(GridSpec.from_config({"file": "file://" + str(grid_files[kind])}))
     assert [s.song.id for s in songs] == [s.song.id for s in reference]
     assert songs[0].song.lyrics == "lyrics from a file\n" and songs[0].song.lyrics_file.endswith("a.txt")
     assert songs[1].song.genres == ("jazz", "swing") and songs[1].song.seed is None
@@ -146,7 +147,7 @@ def test_file_rows_combine_with_axes_from_the_config(grid_files):
     grid = GridSpec.from_config(
         OmegaConf.create({"file": str(grid_files["csv"]), "product": {"temperature": [0.7, 0.9]}, "n_samples": 2})
     )
-    songs = expand(grid)
+    songs = songs_of(grid)
     assert len(songs) == grid.n_songs == 8
     assert [s.song.artist for s in songs[:4]] == ["Alan Jackson"] * 4
     assert songs[0].source.startswith(f"file {str(grid_files['csv'])!r}, row 1 x songs_grid.product.temperature[0]")
@@ -155,7 +156,7 @@ def test_file_rows_combine_with_axes_from_the_config(grid_files):
 def test_explicit_ids_are_kept(tmp_path):
     grid = GridSpec.from_config({"songs": [{"id": "first", "artist": "a", "genres": "pop", "duration_s": 1}],
                                  "n_samples": 3})
-    assert [s.song.id for s in expand(grid)] == ["first", "first.1", "first.2"]
+    assert [s.song.id for s in songs_of(grid)] == ["first", "first.1", "first.2"]
 
 
 @pytest.mark.parametrize(
@@ -204,36 +205,7 @@ def test_malformed_files_and_sections(tmp_path):
     with pytest.raises(ValueError, match=r"product\.seed: expected a list"):
         GridSpec.from_config({"product": {"seed": 3}})
     with pytest.raises(ValueError, match=r"has no \['duration_s'\]"):
-        expand(GridSpec.from_config({"base": {"artist": "a", "genres": "pop"}}))
+        songs_of(GridSpec.from_config({"base": {"artist": "a", "genres": "pop"}}))
     with pytest.raises(ValueError, match="lyrics_file: cannot read"):
-        expand(GridSpec.from_config({"base": {"artist": "a", "genres": "pop", "duration_s": 1,
+        songs_of(GridSpec.from_config({"base": {"artist": "a", "genres": "pop", "duration_s": 1,
                                               "lyrics_file": str(tmp_path / "none.txt")}}))
-
-
-def test_duplicate_song_ids_name_both_entries(tmp_path):
-    grid = GridSpec.from_config({"base": {"genres": "pop", "duration_s": 1}, "product": {"artist": ["a", "b", "a"]}})
-    with pytest.raises(ValueError, match=r"duplicate song id .*product\.artist\[0\].*product\.artist\[2\]"):
-        expand(grid)
-    path = tmp_path / "ids.csv"
-    path.write_text("id,artist,genres,duration_s\nx,a,pop,1\ny,b,pop,1\nx,c,pop,1\n")
-    with pytest.raises(ValueError, match=r"duplicate song id 'x': file .*row 1 .*row 3"):
-        expand(GridSpec.from_file(str(path)))
-
-
-def test_plan_summary_counts_windows_and_tokens():
-    config = load_preset("tiny")
-    songs = expand(GridSpec.from_config(demo_section(seeds=[0], n_samples=1)))
-    songs += [GridSong(SongSpec("long", "a", ("pop",), 5.0), cell=99, sample=0)]
-    summary = plan_summary(songs, config)
-    assert summary["songs"] == 7 and summary["cells"] == 7
-    geometries = {g.level: g for g in level_geometries(config)}
-    lengths = [length_for_seconds(s.song.duration_s, 44100, 128) for s in songs]
-    assert summary["audio_seconds"] == pytest.approx(sum(lengths) / 44100, abs=1e-3)
-    for stage, level in ((Stage.TOP, 2), (Stage.MIDDLE, 1), (Stage.BOTTOM, 0)):
-        entry = summary["levels"][stage.value]
-        windows = [w for n in lengths for w in geometries[level].windows(n)]
-        assert entry["tokens"] == sum(n // geometries[level].raw_to_tokens for n in lengths)
-        assert entry["tokens"] == sum(w.n_new for w in windows)  # every token is sampled exactly once
-        assert entry["windows"] == len(windows) and entry["window_tokens"] >= entry["tokens"]
-    top_only = plan_summary([s.song for s in songs], config, levels=["top"])
-    assert list(top_only["levels"]) == ["top"] and top_only["windows"] == summary["levels"]["top"]["windows"]

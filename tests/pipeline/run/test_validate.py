@@ -74,6 +74,10 @@ def test_duplicate_song_ids_in_a_grid_name_both(no_ray, make_cfg, tmp_path):
                     "- {id: same, artist: Ella Fitzgerald, genres: jazz, duration_s: 1}\n")
     with pytest.raises(ValueError, match=r"duplicate song id 'same': file .*songs\.yaml', row 1 .* and file .*row 2"):
         runner.run(make_cfg(f"songs_grid={path}"))
+    # Ids derived from the conditioning collide when two cells condition alike.
+    grid = {"base": {"genres": ["country"], "duration_s": 1}, "product": {"artist": ["Alan Jackson", "Ella Fitzgerald", "Alan Jackson"]}}
+    with pytest.raises(ValueError, match=r"duplicate song id .*product\.artist\[0\].*product\.artist\[2\]"):
+        runner.run(_grid_cfg(make_cfg, grid))
 
 
 def test_unreadable_audio_stops_an_encode_run(no_ray, make_cfg, tmp_path):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipeline.run.config import SongSpec
-from pipeline.run.grid import GridSpec, expand
+from pipeline.run.grid import GridSpec, iter_grid
+from pipeline.run.spec import SongSpec
 from pipeline.run.vocabulary import check_vocabulary, list_names, load_tokenizer, main
 
 
@@ -39,8 +39,8 @@ def test_unknown_names_stop_the_run_with_close_matches(tokenizer):
 
 
 def test_allowed_unknown_names_are_flagged_per_song(tokenizer):
-    songs = expand(GridSpec.from_config({"base": {"genres": "country", "duration_s": 1},
-                                         "product": {"artist": ["Alan Jackson", "Nobody Known Xyz"]}}))
+    songs = list(iter_grid(GridSpec.from_config({"base": {"genres": "country", "duration_s": 1},
+                                                 "product": {"artist": ["Alan Jackson", "Nobody Known Xyz"]}})))
     check = check_vocabulary(songs, tokenizer, allow_unknown=True)
     assert not check.ok
     assert check.unknown_for(songs[0].song.id) == []

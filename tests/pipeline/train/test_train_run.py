@@ -125,7 +125,7 @@ def test_a_trained_prior_samples_through_the_pipelines_stage_builders(top_run, t
     labels = build_tokenize_stage(top_run.model_url).labels(Conditioning("Alan Jackson", ("country",), "la la"))[2]
     stage = build_prior_stage(top_run.model_url, 2, torch.device("cpu"), 1, init_seed=0)
     request = WindowRequest("a", labels, np.zeros(0, np.int32), None, 0, 16, 44032, 5, SamplingOptions())
-    (result,) = stage([request])
+    (result,) = stage.run_batch([request])
     assert result.tokens.shape == (16,) and torch.equal(stage.prior.prior.embed_tokens.weight,
                                                  load_prior(top_run.model_url, 0).prior.embed_tokens.weight)
 

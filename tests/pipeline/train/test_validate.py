@@ -9,6 +9,8 @@ import pytest
 
 import pipeline.train.run as train_run
 from pipeline.execute.runner import run, to_run_config
+from pipeline.store.lease import OutputBusyError, RunLease
+from pipeline.store.writer import RunStorage
 from pipeline.train.validate import validate_train
 from tests.pipeline.conftest import compose_config
 
@@ -63,6 +65,22 @@ def test_a_valid_run_plans_without_training(train_cfg, no_workers, corpus_dir):
                            "train.vqvae.crop_samples=8192", "dry_run=true"))
     assert result.dry_run and result.plan["files"] == 4 and result.plan["crop_samples"] == 8192
     assert result.plan["tokens_per_step"] == 8 * (1024 + 256 + 64)
+
+
+def test_a_run_folder_in_use_stops_a_second_training_run(train_cfg, no_workers, corpus_dir, tmp_path, monkeypatch):
+    def no_corpus(*args, **kwargs):
+        raise AssertionError("the second run read its corpus")
+
+    monkeypatch.setattr(train_run, "load_audio_corpus", no_corpus)
+    cfg = train_cfg("train.component=vqvae", f"train.audio_url={corpus_dir}", "train.skip_other_files=true", "train.name=shared")
+    holder = RunLease(RunStorage(str(tmp_path / "out" / "shared")), "first-run")
+    holder.acquire()
+    try:
+        with pytest.raises(OutputBusyError, match=r"shared' is in use by run first-run"):
+            run(cfg)
+    finally:
+        holder.release()
+    assert not (tmp_path / "out" / "shared" / "model").exists()
 
 
 def _dataset_copy(token_dataset, tmp_path, edit=None):

@@ -1,4 +1,11 @@
-"""The messages the driver sends to stage actors: one window to sample, one audio segment to decode, one song's prompt, one input file to encode."""
+"""What the driver and the stage actors send each other.
+
+To an actor: one window to sample (:class:`WindowTask`), one audio segment to decode
+(:class:`DecodeTask`), one song's prompt (:class:`PromptTask`), one input file to encode
+(:class:`EncodeFileTask`); finished songs are closed with a :class:`~pipeline.store.finalize.FinalizeJob`.
+Back: chunks (:class:`~pipeline.store.parts.Chunk`), labels, manifest rows, and with each call
+its :class:`CallStats`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,3 +78,31 @@ class PromptTask:
     prompt_samples: int
     levels: tuple[int, ...]
     n_tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """What one actor call did, for the driver's progress and summary.
+
+    Attributes:
+        stage: the stage's name.
+        song_id: whose work it was.
+        level: the VQ-VAE level (-1 for calls of no level: labels, prompts, files).
+        start, end: the span made, in tokens of ``level`` (audio samples for an encoded file).
+        entered_at, returned_at: the call's time in the actor (inputs, model, storage).
+        started_at, finished_at: its forward pass, shared by ``batch_size`` calls.
+        batch_size: calls sharing that forward pass.
+        actor: the actor's name (or id).
+    """
+
+    stage: str
+    song_id: str
+    level: int
+    start: int
+    end: int
+    entered_at: float
+    started_at: float
+    finished_at: float
+    returned_at: float
+    batch_size: int
+    actor: str
