@@ -210,9 +210,9 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(report(err))
     if result.dry_run:
         print(json.dumps(result.plan, indent=1))
-    if result.rejected:
-        sys.exit(report(ValueError(f"{len(result.rejected)} input file(s) rejected (the others are encoded): "
-                                   + " | ".join(result.rejected))))
+    rejected = getattr(result, "rejected", [])  # files an encode-only run refused; a training run has none
+    if rejected:
+        sys.exit(report(ValueError(f"{len(rejected)} input file(s) rejected (the others are encoded): " + " | ".join(rejected))))
 
 
 def cli(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -1,15 +1,14 @@
 """The package works from a wheel: no source checkout, config and presets from package data.
 
 The wheel is installed without dependencies into a virtualenv that sees this machine's packages
-as plain path entries (torch and ray need not be installed again; an editable install of the
-checkout, a ``.pth`` import hook, is not run), and everything runs with
-``python -I`` from an empty directory, so nothing can come from the checkout.
+(``--system-site-packages``: torch and ray need not be installed again; ``--ignore-installed``,
+since this checkout may be installed there already), and everything runs with ``python -I`` from
+an empty directory, so nothing can come from the checkout.
 """
 from __future__ import annotations
 
 import json
 import os
-import site
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,8 @@ def venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
                     str(REPO)], check=True, capture_output=True, cwd=root)
     (wheel,) = (root / "dist").glob("jukebox_pipeline-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
-    # this machine's packages (torch, ray...) as plain path entries after the venv's own: their
-    # .pth files are not run, so an editable install of this checkout cannot shadow the wheel
-    venv_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip()
-    (Path(venv_site) / "machine-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)], check=True, capture_output=True)
     return root / "venv"
 

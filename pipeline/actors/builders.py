@@ -14,6 +14,7 @@ from models.config import JukeboxConfig
 from models.loading import ServingDtype, load_model_config, load_prior, load_vqvae
 from models.presets import is_preset, preset_tokenizer_settings
 from models.prior.decoder import DecodeOptions
+from models.shipped import Weights
 from models.tokenizer import ARTISTS_FILE, JukeboxTokenizer, UnknownNamePolicy
 from models.windows import LevelGeometry, level_geometries
 from pipeline.run.spec import SAMPLING_STAGES, Stage, stage_level
@@ -56,21 +57,24 @@ def stage_factories(
     *,
     dtype: ServingDtype | str = ServingDtype.AUTO,
     decode: DecodeOptions = DecodeOptions(),
+    weights: Weights = Weights.DEFAULT,
 ) -> dict[Stage, Callable[[torch.device, int], Any]]:
     """Per stage, a picklable callable ``(device, max_batch) -> stage object`` run inside an actor.
 
     ``chunk_samples`` bounds the audio the encode stage encodes per call (see ``EncodeStage``);
     ``dtype`` and ``decode`` say how the sampling stages' priors run (see ``ModelSpec``).
+    ``weights`` and ``init_seed`` say which weights a preset loads (:mod:`models.shipped`).
     """
+    init = {"init_seed": init_seed, "weights": weights}
     factories: dict[Stage, Callable[[torch.device, int], Any]] = {
         Stage.TOKENIZE: functools.partial(build_tokenize_stage, source),
-        Stage.ENCODE: functools.partial(build_encode_stage, source, init_seed=init_seed, chunk_samples=chunk_samples),
+        Stage.ENCODE: functools.partial(build_encode_stage, source, chunk_samples=chunk_samples, **init),
     }
     for stage in SAMPLING_STAGES:
         factories[stage] = functools.partial(
-            build_prior_stage, source, stage_level(stage), init_seed=init_seed, dtype=dtype, decode=decode
+            build_prior_stage, source, stage_level(stage), **init, dtype=dtype, decode=decode
         )
-    factories[Stage.DECODE] = functools.partial(build_decode_stage, source, init_seed=init_seed)
+    factories[Stage.DECODE] = functools.partial(build_decode_stage, source, **init)
     return factories
 
 
@@ -113,6 +117,7 @@ def build_prior_stage(
     max_batch: int,
     *,
     init_seed: int,
+    weights: Weights = Weights.DEFAULT,
     dtype: ServingDtype | str = ServingDtype.AUTO,
     decode: DecodeOptions = DecodeOptions(),
 ) -> PriorWindowStage:
@@ -120,19 +125,21 @@ def build_prior_stage(
     one-token step run as ``decode`` says (the actor keeps the step's buffers and CUDA graphs)."""
     config = load_model_config(source)
     prior_index = config.nb_priors - 1 - level
-    prior = load_prior(source, prior_index, init_seed=init_seed, device=device, dtype=dtype)
+    prior = load_prior(source, prior_index, init_seed=init_seed, weights=weights, device=device, dtype=dtype)
     prior.set_decode_options(decode)
     return PriorWindowStage(prior, max_batch=max_batch, device=device)
 
 
-def build_decode_stage(source: str, device: torch.device, max_batch: int, *, init_seed: int) -> DecodeStage:
-    vqvae = load_vqvae(source, init_seed=init_seed, device=device)
+def build_decode_stage(source: str, device: torch.device, max_batch: int, *, init_seed: int,
+                       weights: Weights = Weights.DEFAULT) -> DecodeStage:
+    vqvae = load_vqvae(source, init_seed=init_seed, weights=weights, device=device)
     return DecodeStage(vqvae, max_batch=max_batch, device=device)
 
 
 def build_encode_stage(
-    source: str, device: torch.device, max_batch: int, *, init_seed: int, chunk_samples: int | None = None
+    source: str, device: torch.device, max_batch: int, *, init_seed: int, weights: Weights = Weights.DEFAULT,
+    chunk_samples: int | None = None,
 ) -> EncodeStage:
     """The VQ-VAE encoding stage (every level), for encode-only runs and prompts."""
-    vqvae = load_vqvae(source, init_seed=init_seed, device=device)
+    vqvae = load_vqvae(source, init_seed=init_seed, weights=weights, device=device)
     return EncodeStage(vqvae, max_batch=max_batch, device=device, chunk_samples=chunk_samples)

@@ -53,19 +53,21 @@ class DecodeTask:
 @dataclass(frozen=True)
 class EncodeFileTask:
     """Encode one input file of an encode-only run into ``storage`` under ``source.song_id``;
-    ``labels`` (artist, genres, lyrics columns) go into its manifest row."""
+    ``labels`` (artist, genres, lyrics columns) go into its manifest row; ``weights`` says which
+    weights encode it (:attr:`pipeline.run.config.ModelSpec.weights_tag`)."""
 
     source: AudioSource
     index: int
     model: str
     init_seed: int | None
     labels: dict[str, Any] | None = None
+    weights: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the tokens: compared with a finished song's marker on resume."""
         s = self.source
-        return {"model": self.model, "init_seed": self.init_seed, "source": s.url, "frames": s.frames,
-                "sampling_rate": s.sampling_rate, "channels": s.channels}
+        return {"model": self.model, "init_seed": self.init_seed, "weights": self.weights, "source": s.url,
+                "frames": s.frames, "sampling_rate": s.sampling_rate, "channels": s.channels}
 
 
 @dataclass(frozen=True)

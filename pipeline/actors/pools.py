@@ -133,7 +133,8 @@ class Pools:
         ``stages`` are the pools to start (default: :func:`needed_stages` without prompts)."""
         self.cfg = cfg
         defaults = builders.stage_factories(
-            cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples, dtype=cfg.model.dtype, decode=cfg.model.decode
+            cfg.model.source, cfg.model.init_seed, cfg.encode.chunk_samples, weights=cfg.model.weights, dtype=cfg.model.dtype,
+            decode=cfg.model.decode,
         )
         self.factories = {**defaults, **(factories or {})}
         self.storage = storage

@@ -110,13 +110,15 @@ class SongPlan:
         chunks = self.chunks.get(level, ())
         return chunks[0].end if chunks and chunks[0].prompt else 0
 
-    def fingerprint(self, model_source: str, init_seed: int | None) -> dict[str, Any]:
-        """What decides this song's tokens: stored with its parts and compared on resume."""
+    def fingerprint(self, model_source: str, init_seed: int | None, weights: str | None = None) -> dict[str, Any]:
+        """What decides this song's tokens: stored with its parts and compared on resume.
+        ``weights``: which weights (:attr:`pipeline.run.config.ModelSpec.weights_tag`)."""
         prompt = {"prompt": self.song.prompt, "prompt_samples": self.prompt_samples} if self.prompt_samples else {}
         return {
             **prompt,
             "model": model_source,
             "init_seed": init_seed,
+            "weights": weights,
             "artist": self.song.artist,
             "genres": list(self.song.genres),
             "lyrics": self.song.lyrics,

@@ -157,7 +157,7 @@ def _file_jobs(cfg: RunConfig, validated: ValidatedRun) -> Iterator[FileJob]:
     for index, source in enumerate(validated.sources):
         labels = validated.labels[source.song_id].to_row() if source.song_id in validated.labels else None
         task = EncodeFileTask(source=source, index=index, model=cfg.model.source, init_seed=cfg.model.used_init_seed,
-                              labels=labels)
+                              labels=labels, weights=cfg.model.weights_tag)
         yield FileJob(task, {**(labels or {}), "song_index": index})
 
 
@@ -179,6 +179,7 @@ def _finished_intact(cfg: RunConfig, validated: ValidatedRun, storage: RunStorag
 
 
 def _log_plan(cfg: RunConfig, plan: dict[str, Any]) -> None:
+    logger.info("model: %s", cfg.model.describe_weights())
     if cfg.mode is RunMode.ENCODE:
         logger.info("plan: encode %d file(s), %.1f s of audio, into tokens of every level", plan["files"], plan["audio_seconds"])
         return

@@ -170,7 +170,7 @@ class Scheduler:
             fingerprint = job.task.fingerprint()
             marker = self.resume.finished(job.job_id, fingerprint)
         else:
-            fingerprint = job.plan.fingerprint(self.cfg.model.source, self.cfg.model.used_init_seed)
+            fingerprint = job.plan.fingerprint(self.cfg.model.source, self.cfg.model.used_init_seed, self.cfg.model.weights_tag)
             marker = self.resume.finished(job.job_id, fingerprint, job.plan)
         if marker is not None:
             self.skipped.append(job.job_id)
@@ -330,7 +330,7 @@ class Scheduler:
             song=plan.song, seed=plan.seed, total_length=plan.total_length, sampling_rate=self.sampling_rate,
             n_tokens=dict(plan.n_tokens), options=dict(plan.options), audio_level=plan.audio_level,
             decoded_levels=tuple(sorted(plan.decodes)), model=self.cfg.model.source, init_seed=init_seed,
-            fingerprint=plan.fingerprint(self.cfg.model.source, init_seed), wav_subtype=self.cfg.audio.wav_subtype,
+            fingerprint=plan.fingerprint(self.cfg.model.source, init_seed, self.cfg.model.weights_tag), wav_subtype=self.cfg.audio.wav_subtype,
             keep_parts=self.cfg.output.keep_parts, prompt_tokens={level: plan.prompt_tokens(level) for level in plan.levels},
             extra=dict(state.job.fields),
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from models.loading import ServingDtype
 from models.prior.decoder import DecodeOptions
+from models.shipped import Weights, describe_weights, weights_tag
 from pipeline.run.grid import GridSong, GridSpec, iter_grid
 from pipeline.run.grid_files import read_text
 from pipeline.run.spec import (
@@ -43,12 +44,15 @@ class ScheduleMode(str, Enum):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to run: a preset name (random weights from ``init_seed``) or a checkpoint.
+    """Which model to run: a preset name (its shipped trained weights, or random ones) or a checkpoint.
 
     Attributes:
         preset: name of a preset in ``conf/model/`` (``tiny``, ``1b_lyrics``, ``5b``, ``5b_lyrics``).
-        checkpoint: a ``save_pretrained`` directory, local or fsspec URL; wins over ``preset``.
+        checkpoint: a ``save_pretrained`` directory, local or fsspec URL; wins over ``preset``
+            (and ``weights``).
         init_seed: seed of the random weights of a preset (every actor builds identical weights).
+        weights: ``default``: the preset's shipped trained weights (``tiny``), random ones for a
+            preset that ships none; ``random``: random weights from ``init_seed``.
         dtype: what the priors sample in (weights, KV cache, activations): ``auto`` is bfloat16
             on CUDA and float32 on CPU; logits and the seeded draws stay float32/float64.
         compile: ``torch.compile`` the priors' one-token step (compile time is paid per actor
@@ -60,6 +64,7 @@ class ModelSpec:
     preset: str | None = "tiny"
     checkpoint: str | None = None
     init_seed: int = 0
+    weights: Weights = Weights.DEFAULT
     dtype: ServingDtype = ServingDtype.AUTO
     compile: bool = False
     cuda_graphs: bool | None = None
@@ -83,6 +88,18 @@ class ModelSpec:
     def decode(self) -> DecodeOptions:
         """How the priors' one-token step runs."""
         return DecodeOptions(compile=self.compile, cuda_graphs=self.cuda_graphs)
+
+    @property
+    def weights_tag(self) -> str:
+        """Which weights the run uses, as outputs' fingerprints record it (:func:`models.shipped.weights_tag`)."""
+        return weights_tag(self.source, self.weights, self.init_seed)
+
+    def describe_weights(self) -> str:
+        """The line a run logs at its start to say which weights it uses."""
+        line = describe_weights(self.source, self.weights, self.init_seed)
+        if self.checkpoint is not None and self.weights is not Weights.DEFAULT:
+            line += f" (model.weights={self.weights.value} is ignored: model.checkpoint wins)"
+        return line
 
 
 MAX_ACTORS = 10_000  # per stage; far beyond any cluster's GPUs for models of this size

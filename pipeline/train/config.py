@@ -77,8 +77,8 @@ class VQVAETrainSpec:
         stft: the spectral loss's resolutions, ``[n_fft, hop_length, window_length]`` each.
         scale_crops: crops measured before training to normalise the losses by the audio's loudness.
         reinit_codebooks: draw the codebooks from the first batch's latents (as the original
-            does when it starts); null: when the model is a preset (random weights), not when
-            fine-tuning a checkpoint.
+            does when it starts); null: when the model starts from random weights (a preset with
+            ``model.weights=random`` or one that ships none), not when fine-tuning trained ones.
     """
 
     crop_samples: int = 32768

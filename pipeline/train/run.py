@@ -26,6 +26,7 @@ import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from models.presets import is_preset
+from models.shipped import uses_shipped_weights
 from models.training import CropSampler, audio_crops, measure_audio_scale
 from models.training.batches import CALIBRATION_STREAM
 from pipeline.run.config import RunConfig
@@ -93,10 +94,11 @@ def _worker_plan(plan: TrainPlan, corpus_ref: Any, corpus: list) -> WorkerPlan:
         crops = audio_crops(corpus, sampler.draw(spec.seed, 0, spec.vqvae.scale_crops, stream=CALIBRATION_STREAM), plan.window)
         scale = measure_audio_scale(crops, weights.resolutions)
         logger.info("training audio: mean square %.4g, spectral norm %.4g (the losses are divided by them)", scale.l2, scale.spectral)
-        reinit = spec.vqvae.reinit_codebooks if spec.vqvae.reinit_codebooks is not None else is_preset(plan.source)
+        random_start = is_preset(plan.source) and not uses_shipped_weights(plan.source, plan.weights)
+        reinit = spec.vqvae.reinit_codebooks if spec.vqvae.reinit_codebooks is not None else random_start
         extra = dict(vqvae_weights=weights, audio_scale=scale, reinit_codebooks=reinit)
     return WorkerPlan(
-        component=plan.component, source=plan.source, init_seed=plan.init_seed, model=plan.model, steps=spec.steps,
+        component=plan.component, source=plan.source, init_seed=plan.init_seed, weights=plan.weights, model=plan.model, steps=spec.steps,
         batch_size=spec.batch_size, seed=spec.seed, window=plan.window, align=plan.align,
         optimizer=spec.optimizer.settings(plan.component), checkpoint_every=spec.checkpoint_every, log_every=spec.log_every,
         torch_threads=spec.torch_threads, progress_bar=spec.progress_bar, run_url=plan.run_url, corpus=corpus_ref,
@@ -165,6 +167,7 @@ def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResu
     run must stop it. Every input is checked, and the corpus read, before any worker starts."""
     began = time.time()
     plan = validate_train(cfg)
+    logger.info("model: %s", cfg.model.describe_weights())
     logger.info("plan: %s", plan.summary)
     if cfg.dry_run:
         return TrainResult(plan.run_url, plan=plan.summary, dry_run=True)

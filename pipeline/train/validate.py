@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from models.config import JukeboxConfig, JukeboxPriorConfig
 from models.presets import available_presets, is_preset
 from models.prior.conditioners import ARTIST, FIRST_GENRE
+from models.shipped import Weights
 from models.training import MultiResolutionSpectralLoss
 from pipeline.actors import builders
 from pipeline.run.config import RunConfig
@@ -53,7 +54,8 @@ class TrainPlan:
     Attributes:
         spec: the ``train`` section.
         component: what is trained.
-        source: the model it starts from (preset name or checkpoint URL); ``init_seed`` for presets.
+        source: the model it starts from (preset name or checkpoint URL); ``init_seed`` and
+            ``weights`` say which weights a preset gives (:mod:`models.shipped`).
         model: the model's config.
         run_url: the run's folder (``output.url/<name>``): checkpoints, published model, metrics.
         window: samples per crop (VQ-VAE) or tokens per window (priors).
@@ -77,6 +79,7 @@ class TrainPlan:
     songs: tuple[TokenSongInfo, ...] = ()
     skipped: tuple[str, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)
+    weights: Weights = Weights.DEFAULT
 
     @property
     def prior_index(self) -> int | None:
@@ -266,9 +269,10 @@ def validate_train(cfg: RunConfig) -> TrainPlan:
     run_url = f"{storage.url}/{spec.run_name}"
     if not cfg.dry_run:
         storage.check_writable()
-    summary = {"mode": "train", "component": component.value, "model": cfg.model.source, "run": run_url, "steps": spec.steps,
+    summary = {"mode": "train", "component": component.value, "model": cfg.model.source, "weights": cfg.model.weights_tag,
+               "run": run_url, "steps": spec.steps,
                "batch_size": spec.batch_size, "num_workers": spec.num_workers, **data, "skipped": len(skipped)}
     plan = TrainPlan(spec, component, _worker_visible(cfg.model.source), cfg.model.init_seed, model, storage.url, run_url,
-                     window, align, sources, songs, tuple(skipped), summary)
+                     window, align, sources, songs, tuple(skipped), summary, cfg.model.weights)
     summary["tokens_per_step"] = plan.tokens_per_step
     return plan

@@ -33,6 +33,7 @@ from models.checkpoint import read_state_dict
 from models.config import JukeboxConfig
 from models.loading import load_model, load_prior, load_vqvae
 from models.presets import is_preset
+from models.shipped import Weights
 from models.training import (
     AudioScale,
     CropSampler,
@@ -68,6 +69,7 @@ class WorkerPlan:
     component: Component
     source: str
     init_seed: int
+    weights: Weights
     model: JukeboxConfig
     steps: int
     batch_size: int
@@ -91,9 +93,9 @@ class WorkerPlan:
 # --------------------------------------------------------------------------- building
 def _load_component(plan: WorkerPlan, source: str, device: torch.device) -> nn.Module:
     if plan.component.is_prior:
-        module = load_prior(source, plan.component.prior_index(), init_seed=plan.init_seed, device=device)
+        module = load_prior(source, plan.component.prior_index(), init_seed=plan.init_seed, weights=plan.weights, device=device)
     else:
-        module = load_vqvae(source, init_seed=plan.init_seed, device=device)
+        module = load_vqvae(source, init_seed=plan.init_seed, weights=plan.weights, device=device)
     return module.train()
 
 
@@ -106,7 +108,7 @@ def _objective(plan: WorkerPlan, module: nn.Module) -> nn.Module:
 def _base_state(plan: WorkerPlan) -> dict[str, torch.Tensor]:
     """The whole model's weights as loaded (the untrained components of every checkpoint)."""
     if is_preset(plan.source):
-        return load_model(plan.source, init_seed=plan.init_seed).state_dict()
+        return load_model(plan.source, init_seed=plan.init_seed, weights=plan.weights).state_dict()
     return read_state_dict(plan.source)
 
 

@@ -61,12 +61,13 @@ def test_tiny_reference_weights_load_with_nothing_left_uninitialised():
 
 
 def test_preset_components_equal_the_whole_model():
-    whole = load_model("tiny", init_seed=3).state_dict()
-    vqvae = load_vqvae("tiny", init_seed=3).state_dict()
-    top = load_prior("tiny", 0, init_seed=3).state_dict()
+    """Random weights from a seed: the same for a component alone as in the whole model."""
+    whole = load_model("tiny", init_seed=3, weights="random").state_dict()
+    vqvae = load_vqvae("tiny", init_seed=3, weights="random").state_dict()
+    top = load_prior("tiny", 0, init_seed=3, weights="random").state_dict()
     assert all(torch.equal(whole[f"vqvae.{k}"], v) for k, v in vqvae.items())
     assert all(torch.equal(whole[f"priors.0.{k}"], v) for k, v in top.items())
-    other = load_prior("tiny", 0, init_seed=4).state_dict()
+    other = load_prior("tiny", 0, init_seed=4, weights="random").state_dict()
     assert not all(torch.equal(other[k], v) for k, v in top.items())
 
 

@@ -100,3 +100,18 @@ def test_bad_input_prints_its_message_alone_and_exits_2(tmp_path):
     assert "error: 2 artist/genre name(s) are not in the model's vocabulary" in done.stderr
     assert "close matches: 'alan jackson'" in done.stderr and "Traceback" not in done.stderr and "File \"" not in done.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_a_training_run_from_the_command_line_says_its_plan_and_weights(tmp_path):
+    """``python -m pipeline mode=train``: the plan (dry run) names the weights it starts from."""
+    from pipeline.corpus.__main__ import main as write_corpus
+
+    assert write_corpus([f"--out={tmp_path / 'corpus'}", "--train-songs=1", "--heldout-songs=0", "--styles=country", "--seconds=1"]) == 0
+    command = [sys.executable, "-m", "pipeline", "mode=train", "train.component=vqvae", "model.weights=random", "dry_run=true",
+               f"train.audio_url={tmp_path / 'corpus' / 'train'}", "train.vqvae.crop_samples=8192",
+               f"output.url={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads(done.stdout[done.stdout.index("\n{") + 1:])  # after the log lines
+    assert plan["weights"] == "random:init_seed=0" and plan["files"] == 1
+    assert "model: preset 'tiny' with RANDOM weights (init_seed=0; model.weights=random)" in done.stdout

@@ -87,6 +87,10 @@ def test_finished_songs_are_skipped_and_settings_are_checked(reference, make_cfg
     assert sorted(result.skipped) == ["country_morning", "jazz_night", "third"]
     assert sum(_calls(result, s) for s in result.summary.stages) == 0 and result.actors == {}
     _assert_same(_outputs(str(reference_dir)), expected)
+    random_weights = _cfg(make_cfg, "output.keep_parts=true", "model.weights=random")
+    random_weights.output.url = str(reference_dir)
+    with pytest.raises(ResumeMismatchError, match=r"already exists .* different settings \(\['weights'\]\)"):
+        run(random_weights, factories=counting_factories(DELAY_S))  # the shipped weights made them: not mixed
     cfg.songs[1].seed = 12345
     with pytest.raises(ResumeMismatchError, match="'jazz_night' already exists .* different settings .*'seed'"):
         run(cfg, factories=counting_factories(DELAY_S))

@@ -10,6 +10,7 @@ import pytest
 import soundfile
 import torch
 
+from models.evaluation import rms, spectral_flatness, spectral_peak_hz, waveform_correlation
 from models.loading import load_model
 from models.presets import preset_tokenizer_settings
 from models.seeding import song_seed
@@ -54,6 +55,23 @@ def test_outputs_are_consistent(tiny_run):
     assert not any((Path(out) / "parts").glob("*/level=*/*.parquet"))  # compacted
     summary = json.loads((Path(out) / "summary.json").read_text())["runs"][-1]
     assert summary["songs"] == 2 and summary["overlap"] > 0
+
+
+@pytest.mark.slow
+def test_the_default_job_makes_tonal_songs(tiny_run):
+    """The default run's songs, made by the shipped trained weights, are music-like: a spectral
+    peak well below Nyquist (random weights put it at 22,050 Hz), audible, not noise-flat, and the
+    two songs differ (random weights made them correlate at 0.9999)."""
+    _, result = tiny_run
+    songs = []
+    for row in sorted(result.rows, key=lambda r: r["song_index"]):
+        audio, rate = soundfile.read(f"{result.output_url}/{row['audio_path']}", dtype="float32")
+        assert spectral_peak_hz(audio, rate) < 5000, row["song_id"]
+        assert rms(audio) > 0.01 and spectral_flatness(audio) < 0.5, row["song_id"]
+        songs.append(audio)
+    assert abs(waveform_correlation(*songs)) < 0.5
+    spec = json.loads((Path(result.output_url) / "done" / f"{result.rows[0]['song_id']}.json").read_text())
+    assert spec["fingerprint"]["weights"].startswith("shipped:tiny:")  # a rerun with other weights is refused
 
 
 @pytest.mark.slow
