@@ -13,7 +13,7 @@ from stages.tokenize import Conditioning
 
 
 def test_checkpoint_and_preset_build_the_same_stages(tmp_path):
-    model = load_model("tiny", init_seed=3)
+    model = load_model("tiny", init_seed=3, weights="random")  # seeded random weights, handed on by the builders
     model.save_pretrained(str(tmp_path / "ckpt"))
     JukeboxTokenizer(**preset_tokenizer_settings("tiny")).save_pretrained(str(tmp_path / "ckpt"))
     source = str(tmp_path / "ckpt")
@@ -21,7 +21,7 @@ def test_checkpoint_and_preset_build_the_same_stages(tmp_path):
     device = torch.device("cpu")
     for level in (2, 0):
         ours = builders.build_prior_stage(source, level, device, 2, init_seed=0).prior.state_dict()
-        preset = builders.build_prior_stage("tiny", level, device, 2, init_seed=3).prior.state_dict()
+        preset = builders.build_prior_stage("tiny", level, device, 2, init_seed=3, weights="random").prior.state_dict()
         assert ours.keys() == preset.keys()
         assert all(torch.equal(ours[k], preset[k]) for k in ours)
     decoded = builders.build_decode_stage(source, device, 1, init_seed=0).vqvae.state_dict()

@@ -37,7 +37,7 @@ def converted_checkpoint(tmp_path_factory) -> str:
     component in the legacy serialization, ``{"hps", "model", "opt", "step"}``, tied weights
     stored once -- converted by ``scripts/convert_checkpoint.py``."""
     originals = tmp_path_factory.mktemp("original")
-    model = load_model("tiny", init_seed=7)
+    model = load_model("tiny", init_seed=7, weights="random")
     for name, state in to_openai_state_dicts(model.state_dict()).items():
         payload = {"hps": OriginalHparams(sr=44100), "model": state, "opt": None, "step": 123}
         torch.save(payload, originals / name, _use_new_zipfile_serialization=False)

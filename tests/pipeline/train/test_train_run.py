@@ -27,7 +27,8 @@ QUIET = ["train.progress_bar=false", "train.log_every=100"]
 
 
 def train(out, *overrides: str):
-    return run(compose_config(["mode=train", f"output.url={out}", *QUIET, *overrides]))
+    """A training run from random weights (the curves below are those of a model starting from nothing)."""
+    return run(compose_config(["mode=train", "model.weights=random", f"output.url={out}", *QUIET, *overrides]))
 
 
 def losses(result) -> np.ndarray:
@@ -62,7 +63,7 @@ def test_vqvae_loss_falls_and_the_model_loads_everywhere(vqvae_run):
     assert 1 <= row["usage_l2"] <= 256 and row["tokens_per_s"] > 0 and row["samples_per_s"] > 0
     assert len(checkpoints(vqvae_run.run_url)) == 2  # keep_checkpoints
     model = JukeboxModel.from_pretrained(vqvae_run.model_url)
-    trained, preset = load_vqvae(vqvae_run.model_url), load_model("tiny")
+    trained, preset = load_vqvae(vqvae_run.model_url), load_model("tiny", weights="random")
     for key, value in model.state_dict().items():
         if key.startswith("vqvae."):
             assert torch.equal(value, trained.state_dict()[key[len("vqvae."):]])
