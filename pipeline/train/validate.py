@@ -137,14 +137,15 @@ def _vqvae_data(spec: TrainSpec, model: JukeboxConfig) -> tuple[int, tuple[Audio
 
 
 def read_token_manifest(tokens_url: str) -> list[dict[str, Any]]:
-    """The rows of a token dataset's manifest; ValueError naming what is missing."""
+    """The rows of a token dataset's manifest, by song id (an encode run lists songs in the order
+    they finished: training must not depend on it); ValueError naming what is missing."""
     fs, root = fsspec.core.url_to_fs(tokens_url)
     path = posixpath.join(root, MANIFEST_NAME)
     if not fs.exists(path):
         raise ValueError(f"train.tokens_url: no {MANIFEST_NAME} under {tokens_url!r}; expected the output of an encode run "
                          "(python -m pipeline mode=encode encode.input_url=AUDIO encode.labels_url=LABELS output.url=...)")
     with fs.open(path, "rb") as handle:
-        return pq.read_table(handle).to_pylist()
+        return sorted(pq.read_table(handle).to_pylist(), key=lambda row: str(row.get("song_id")))
 
 
 def _unknown_names(tokenizer, labels: SongLabels) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -149,3 +150,14 @@ def test_songs_shorter_than_a_window_are_left_out(train_cfg, no_workers, token_d
         t.schema.get_field_index("top_n_tokens"), "top_n_tokens", [[100] * t.num_rows]))
     _fails(train_cfg("train.component=top", f"model.checkpoint={converted_checkpoint}", f"train.tokens_url={none}"),
            "no song of .* can be trained on")
+
+
+@pytest.mark.slow
+def test_the_songs_trained_on_do_not_depend_on_the_manifest_order(train_cfg, no_workers, token_dataset, converted_checkpoint,
+                                                                   tmp_path):
+    """An encode run lists songs as they finished; the same dataset in another order trains the same."""
+    reversed_rows = _dataset_copy(token_dataset, tmp_path / "r", lambda t: t.take(list(range(t.num_rows))[::-1]))
+    base = ["train.component=bottom", f"model.checkpoint={converted_checkpoint}"]
+    plans = [validate_train(to_run_config(train_cfg(*base, f"train.tokens_url={url}"))) for url in (token_dataset, reversed_rows)]
+    assert [s.song_id for s in plans[0].songs] == [s.song_id for s in plans[1].songs] == sorted(s.song_id for s in plans[0].songs)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(plans[0].songs, plans[1].songs))
