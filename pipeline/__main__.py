@@ -193,7 +193,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> None:
     """Run the pipeline on the composed config (see conf/config.yaml)."""
-    from pipeline.execute.runner import run  # torch and Ray load only once the command line is known to be good
+    from pipeline.execute.runner import RunResult, run  # torch and Ray load only once the command line is known to be good
 
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == HydraMode.MULTIRUN
@@ -210,8 +210,8 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(report(err))
     if result.dry_run:
         print(json.dumps(result.plan, indent=1))
-    rejected = getattr(result, "rejected", [])  # files an encode-only run refused; a training run has none
-    if rejected:
+    if isinstance(result, RunResult) and result.rejected:  # files an encode-only run refused (not a training run)
+        rejected = result.rejected
         sys.exit(report(ValueError(f"{len(rejected)} input file(s) rejected (the others are encoded): " + " | ".join(rejected))))
 
 
