@@ -81,8 +81,10 @@ def presets_with_weights() -> list[str]:
     return [name for name in available_presets() if shipped_weights_file(name) is not None]
 
 
+@functools.lru_cache(maxsize=4)
 def shipped_digest(preset: str) -> str:
-    """sha256 of the shipped weights file (hex): what fingerprints of outputs made with it name."""
+    """sha256 of the shipped weights file (hex): what fingerprints of outputs made with it name
+    (once per process: every song's fingerprint asks for it)."""
     return hashlib.sha256(_payload(preset)).hexdigest()
 
 
@@ -163,4 +165,5 @@ def export_shipped_weights(
     with open(path, "wb") as handle:
         handle.write(payload)
     _payload.cache_clear()
+    shipped_digest.cache_clear()
     return len(payload)
