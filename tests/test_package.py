@@ -1,14 +1,19 @@
 """The package works from a wheel: no source checkout, config and presets from package data.
 
-The wheel is installed without dependencies into a virtualenv that sees this machine's packages
-(``--system-site-packages``: torch and ray need not be installed again; ``--ignore-installed``,
-since this checkout may be installed there already), and everything runs with ``python -I`` from
-an empty directory, so nothing can come from the checkout.
+The wheel is installed without dependencies into a fresh virtualenv that sees the packages of
+the interpreter running the tests (whatever that is: a virtualenv, a conda env, the system
+Python), so torch and ray need not be installed again: a ``.pth`` file in the new environment
+appends that interpreter's site directories to ``sys.path``. ``--system-site-packages`` would not
+do: it gives the *base* interpreter's packages, not those of the virtualenv the tests run in. The
+wheel's own files come first on the path, and a path line in a ``.pth`` file runs no other
+``.pth`` file, so an editable install of this checkout there cannot shadow the wheel. Everything
+runs with ``python -I`` from an empty directory, so nothing can come from the checkout.
 """
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -27,8 +32,13 @@ def venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
                     str(REPO)], check=True, capture_output=True, cwd=root)
     (wheel,) = (root / "dist").glob("jukebox_pipeline-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    outer = [path for path in [*site.getsitepackages(), *user] if os.path.isdir(path)]
+    (Path(purelib) / "outer_environment.pth").write_text("".join(f"{path}\n" for path in outer))
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)], check=True, capture_output=True)
     return root / "venv"
 

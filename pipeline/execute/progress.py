@@ -87,11 +87,18 @@ class StageProgress:
         """Seconds of forward passes (a batch shared by several calls counted once)."""
         return sum(union.total for union in self.batches.values())
 
+    @property
+    def finished(self) -> bool:
+        """Every planned call is done."""
+        return self.done_calls >= self.planned_calls
+
     def rate(self, now: float) -> float:
-        """Tokens per second since the stage started."""
+        """Tokens per second from the stage's first call to ``now``, or to its last call once the
+        stage has finished (its rate then stays what it was, however long the run goes on)."""
         if self.first_start is None or self.done_tokens == 0:
             return 0.0
-        return self.done_tokens / max(now - self.first_start, 1e-9)
+        end = self.last_end if self.finished and self.last_end is not None else now
+        return self.done_tokens / max(end - self.first_start, 1e-9)
 
     def eta_s(self, now: float) -> float | None:
         rate = self.rate(now)
@@ -108,7 +115,8 @@ class RunSummary:
         wall_s: from the first submitted call to the last finished one.
         first_audio_s: from the first submitted call to the first decoded audio segment.
         overlap: sum of the stages' busy seconds / wall_s.
-        stages: per stage: calls, tokens, busy_s, compute_s, tokens_per_s (per busy second),
+        stages: per stage: calls, tokens, busy_s, compute_s, tokens_per_s (per busy second; for
+            the encode stage ``tokens`` counts audio samples, see :func:`work_unit`),
             mean_batch (calls per forward pass), first_start_s, last_end_s (relative to the start).
     """
 
@@ -164,10 +172,10 @@ class Progress:
                 continue
             eta = progress.eta_s(now)
             eta_text = "--" if eta is None else f"{eta:.0f}s"
-            unit = "songs" if stage is Stage.TOKENIZE else "windows"
+            calls = {Stage.TOKENIZE: "songs", Stage.ENCODE: "files"}.get(stage, "windows")
             parts.append(
-                f"{stage.value} {progress.done_calls}/{progress.planned_calls} {unit} "
-                f"{progress.rate(now):.0f} tok/s ETA {eta_text}"
+                f"{stage.value} {progress.done_calls}/{progress.planned_calls} {calls} "
+                f"{progress.rate(now):.0f} {_RATE_UNIT[work_unit(stage)]} ETA {eta_text}"
             )
         return " | ".join(parts)
 
@@ -200,16 +208,27 @@ class Progress:
         return RunSummary(wall_s=wall, first_audio_s=first_audio, overlap=overlap, stages=stages)
 
 
+_RATE_UNIT = {"tokens": "tok/s", "samples": "samples/s"}
+
+
+def work_unit(stage: Stage) -> str:
+    """What a stage's calls count in ``tokens`` / ``tokens_per_s``: audio samples for the encode
+    stage (a call's span is in samples of the input file), tokens for every other stage."""
+    return "samples" if stage is Stage.ENCODE else "tokens"
+
+
 def log_summary(summary: RunSummary) -> None:
     """Log the end-of-run table: each stage's busy time, throughput and the overlap achieved."""
-    logger.info("%-9s %8s %9s %9s %9s %10s %10s", "stage", "calls", "tokens", "busy s", "compute s", "tok/busy s", "span s")
+    logger.info("%-9s %8s %12s %9s %9s %12s %10s", "stage", "calls", "done", "busy s", "compute s", "per busy s", "span s")
     for name, row in summary.stages.items():
         if not row["calls"]:
             continue
         span = (row["last_end_s"] or 0.0) - (row["first_start_s"] or 0.0)
+        unit = work_unit(Stage(name))
         logger.info(
-            "%-9s %8d %9d %9.2f %9.2f %10.0f %10.2f",
-            name, row["calls"], row["tokens"], row["busy_s"], row["compute_s"], row["tokens_per_s"], span,
+            "%-9s %8d %12s %9.2f %9.2f %12s %10.2f",
+            name, row["calls"], f"{row['tokens']} {unit}", row["busy_s"], row["compute_s"],
+            f"{row['tokens_per_s']:.0f} {_RATE_UNIT[unit]}", span,
         )
     first = "n/a" if summary.first_audio_s is None else f"{summary.first_audio_s:.2f} s"
     logger.info("wall %.2f s, first audio after %s, overlap %.2f (sum of stage busy time / wall time)", summary.wall_s, first, summary.overlap)

@@ -181,5 +181,5 @@ def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResu
         lease.release()
     last = history.rows[-1] if history.rows else {}
     logger.info("trained %s for %d steps: %s; model in %s, metrics in %s", plan.component.value, len(history.rows),
-                {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}, model_url, metrics_path)
+                {k: float(f"{v:.4g}") for k, v in last.items() if isinstance(v, float)}, model_url, metrics_path)
     return TrainResult(plan.run_url, model_url, metrics_path, str(result.checkpoint.path), last, plan.summary, time.time() - began)
