@@ -16,6 +16,7 @@ import torch
 
 from models.checkpoint import assign_state_dict
 from models.config import JukeboxConfig, read_config_dict
+from models.meta import empty_on_meta
 from models.presets import is_preset, load_preset
 from models.seeding import derive_seed
 from models.shipped import Weights, describe_weights, read_shipped_state, uses_shipped_weights
@@ -74,7 +75,7 @@ def load_model_config(source: str) -> JukeboxConfig:
 def _shipped(module_class, preset: str, prefix: str, build_args: tuple, build_kwargs: dict):
     """A component of ``preset`` with the package's trained weights (stored in float16, given
     in float32 unless a dtype is asked for)."""
-    with torch.device("meta"):
+    with empty_on_meta():
         module = module_class(*build_args, **build_kwargs)
     assign_state_dict(module, read_shipped_state(preset, prefix), f"the shipped weights of preset {preset!r}")
     return module
@@ -181,7 +182,7 @@ def load_model(
         for level in range(config.nb_priors):
             prior = load_prior(source, level, init_seed=init_seed, weights=random, dtype=None)
             state.update({f"priors.{level}.{k}": v for k, v in prior.state_dict().items()})
-        with torch.device("meta"):
+        with empty_on_meta():
             model = JukeboxModel(config)
         assign_state_dict(model, state, f"preset {source!r}")
         model = _finish(model, device, None)

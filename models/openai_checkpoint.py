@@ -32,6 +32,7 @@ import torch
 
 from models.checkpoint import CheckpointError, drop_tied, tied_aliases
 from models.config import JukeboxConfig
+from models.meta import empty_on_meta
 from models.openai_hparams import original_hparams
 from models.openai_names import openai_to_ours, ours_to_openai
 
@@ -195,7 +196,7 @@ def expected_layout(config: JukeboxConfig) -> tuple[dict[str, tuple[int, ...]], 
     # imported here: reading and writing files needs no model code
     from models.jukebox import JukeboxModel
 
-    with torch.device("meta"):
+    with empty_on_meta():
         model = JukeboxModel(config)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}, tied_aliases(model)
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from models.checkpoint import assign_state_dict, read_state_dict, save_pretrained_state_dict
 from models.config import JukeboxConfig, JukeboxPriorConfig, JukeboxVQVAEConfig, read_config_dict
+from models.meta import empty_on_meta
 from models.presets import is_preset
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class PreTrainedModule(nn.Module):
             return from_preset(cls, str(path), level=level, dtype=dtype, device=device)
         data = read_config_dict(path)
         config, prefix, kwargs = cls._resolve(data, level)
-        with torch.device("meta"):
+        with empty_on_meta():
             model = cls(config, **kwargs)
         state = read_state_dict(path, prefix=prefix)
         assign_state_dict(model, state, str(path))

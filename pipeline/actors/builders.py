@@ -12,6 +12,7 @@ import torch
 from models.checkpoint import check_checkpoint
 from models.config import JukeboxConfig
 from models.loading import ServingDtype, load_model_config, load_prior, load_vqvae
+from models.meta import empty_on_meta
 from models.presets import is_preset, preset_tokenizer_settings
 from models.prior.decoder import DecodeOptions
 from models.shipped import Weights
@@ -40,7 +41,7 @@ def check_checkpoint_weights(source: str, config: JukeboxConfig) -> None:
     against the model ``config`` describes; :class:`~models.checkpoint.CheckpointError` if not."""
     from models.jukebox import JukeboxModel  # the whole model, built on the meta device: nothing allocated
 
-    with torch.device("meta"):
+    with empty_on_meta():
         model = JukeboxModel(config)
     check_checkpoint(model, source)
 

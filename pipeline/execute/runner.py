@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import faults
-from pipeline.actors import reaper
+from pipeline.actors import reaper, worker_setup
 from pipeline.actors.base import StageFactory
 from pipeline.actors.cluster import check_resources, cluster_nodes, local_ray_env
 from pipeline.actors.messages import EncodeFileTask
@@ -96,12 +97,22 @@ def _absolute_url(url: str) -> str:
 _watchdogs: list[Any] = []  # of the local Rays this process started (pipeline.actors.reaper)
 
 
+def runtime_env(cfg: RunConfig) -> dict[str, Any] | None:
+    """The job's runtime environment: ``ray.runtime_env``; for a training run on a local Ray
+    without the dashboard, also the hook that silences Ray Train's placement-group cleaner, which
+    has no state API to ask there (:mod:`pipeline.actors.worker_setup`)."""
+    env = dict(cfg.ray.runtime_env or {})
+    if cfg.ray.address is None and cfg.mode is RunMode.TRAIN and not cfg.ray.include_dashboard:
+        env.setdefault("worker_process_setup_hook", worker_setup.HOOK)
+    return env or None
+
+
 def _connect(cfg: RunConfig) -> bool:
     """Join or start Ray; True when this call started it (and the run must stop it)."""
     if ray.is_initialized():
         return False
     spec = cfg.ray
-    common: dict[str, Any] = dict(namespace=spec.namespace, runtime_env=spec.runtime_env or None)
+    common: dict[str, Any] = dict(namespace=spec.namespace, runtime_env=runtime_env(cfg))
     if spec.address is None:
         with local_ray_env():  # no auth-token warning, nothing written under the home directory
             ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
@@ -280,13 +291,16 @@ def _run_leased(
 @dataclass(frozen=True)
 class RunOutcome:
     """How a run's work went: its progress summary, where its actors ran, the jobs found finished
-    (not recomputed), the rows in its manifest, the input files rejected (each with why)."""
+    (not recomputed), the rows in its manifest, the input files rejected (each with why), and the
+    wall seconds of its phases (starting or joining Ray, starting the actors and loading their
+    models, the work, stopping)."""
 
     summary: RunSummary
     actors: dict[str, list[dict[str, Any]]]
     skipped: list[str]
     n_rows: int
     rejected: list[str]
+    phases: dict[str, float]
 
 
 def _execute(
@@ -301,7 +315,9 @@ def _execute(
     levels = [stage_level(s) for s in cfg.sampling.levels]
     decoded = sorted(levels) if cfg.audio.previews else [min(levels)]
     verified, all_done = _finished_intact(cfg, validated, storage)
+    clock = _PhaseClock()
     started_ray = False if all_done else connect(cfg)
+    clock.lap("ray_start_s" if started_ray else "ray_connect_s")
     stages = needed_stages(cfg, prompts=validated.needs_encoder)
     pools = Pools(cfg, storage, factories, stages=stages)
     try:
@@ -310,17 +326,34 @@ def _execute(
             pools.start()
             if cfg.mode is RunMode.GENERATE:
                 margins = _margins(cfg, pools, decoded)
+        clock.lap("actors_ready_s")
         progress = Progress([s for s in stages if s in pools.stages], cfg.scheduler.progress_interval_s)
         resume = Resume(storage, deep=cfg.output.verify, keep_parts=cfg.output.keep_parts, verified=verified)
         scheduler = Scheduler(cfg, pools, storage, progress, validated.model.sampling_rate, sink, resume)
         jobs = _file_jobs(cfg, validated) if cfg.mode is RunMode.ENCODE else _song_jobs(cfg, validated, margins)
         n_rows = scheduler.run(jobs)
+        clock.lap("work_s")
         actors = pools.infos()
     finally:
         pools.shutdown()
         if started_ray:
             _disconnect()
-    return RunOutcome(progress.summary(), actors, scheduler.skipped, n_rows, scheduler.rejected)
+        clock.lap("shutdown_s")
+    logger.info("time: %s", ", ".join(f"{name.removesuffix('_s').replace('_', ' ')} {value:.2f} s" for name, value in clock.phases.items()))
+    return RunOutcome(progress.summary(), actors, scheduler.skipped, n_rows, scheduler.rejected, clock.phases)
+
+
+class _PhaseClock:
+    """Wall seconds of a run's phases, in order (a monotonic clock: a clock step changes none)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = now - self._last
+        self._last = now
 
 
 def _report(cfg: RunConfig, validated: ValidatedRun, storage: RunStorage, manifest: str, outcome: RunOutcome,
@@ -335,6 +368,7 @@ def _report(cfg: RunConfig, validated: ValidatedRun, storage: RunStorage, manife
         "rejected": outcome.rejected,
         "plan": validated.summary,
         "actors": outcome.actors,
+        "phases": outcome.phases,
         "ray": session or None,  # None: every song was already done, Ray was not needed
     }
     summary_path = storage.append_summary(figures)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from models.jukebox import JukeboxModel
+from models.meta import empty_on_meta
+from models.presets import load_preset
 from pipeline.execute.runner import run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -51,3 +54,22 @@ def test_dataset_block_reads_the_grid_run_above_it(ray_session, make_cfg, tmp_pa
     done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-4:] == ["8", "8", "True", "44100"]
+
+
+def _count(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    return f"{n / 1e6:.2f} M" if n < 1e7 else f"{n / 1e6:.1f} M"
+
+
+def test_the_parameter_table_counts_each_parameter_once():
+    """The README's table against the models built on the meta device (a tied output projection
+    is the token embedding: counted once, as the original code counts it)."""
+    rows = re.findall(r"^\| (\w+) \| (.+) \|$", README.read_text(), flags=re.M)
+    table = {name: [cell.strip() for cell in cells.split("|")] for name, cells in rows if name in ("1b_lyrics", "5b", "5b_lyrics", "tiny")}
+    assert set(table) == {"1b_lyrics", "5b", "5b_lyrics", "tiny"}
+    for name, cells in table.items():
+        with empty_on_meta():
+            model = JukeboxModel(load_preset(name))
+        counts = [sum(p.numel() for p in part.parameters()) for part in (model.vqvae, *model.priors)]
+        assert cells == [_count(n) for n in counts] + [_count(sum(p.numel() for p in model.parameters()))], name
