@@ -13,24 +13,31 @@ Before a local Ray starts, :func:`local_nodes` gives what ``ray.init`` will have
 says it (``ray.num_cpus``, ``ray.num_gpus``; no custom resources, no labels); once connected,
 :func:`cluster_nodes` reads the live cluster (``ray.nodes()``: no actor is created).
 
-A local Ray started by a run (:func:`local_ray_env`) has Ray's token authentication off unless
-``RAY_AUTH_MODE`` says otherwise: it serves this run alone, and with the mode unset Ray 2.60
-warns and writes a token under ``~/.ray``. Ray's temporary files stay where Ray puts them, under
-the system temporary directory (``RAY_TMPDIR``, else ``TMPDIR``, else ``/tmp``), never under
-the home directory.
+A local Ray started by a run (:func:`local_ray_env`) listens on loopback only and keeps Ray's
+token authentication on, with a token private to the run's process (nothing under ``~/.ray``).
+Ray's temporary files stay where Ray puts them, under the system temporary directory
+(``RAY_TMPDIR``, else ``TMPDIR``, else ``/tmp``), never under the home directory. Joining a
+cluster (``ray.address``) changes nothing of the cluster's own settings.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from ray._private import ray_constants
 
 from pipeline.actors.pools import pack_bundles
 from pipeline.run.config import PoolSpec, RunConfig
 from pipeline.run.spec import Stage
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+LOCAL_ONLY_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # "0": a local Ray on loopback
+_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 _SYSTEM_LABEL_PREFIX = "ray.io/"
 _EPSILON = 1e-9
 
@@ -203,16 +210,39 @@ def _fits(node: Node, asks: Mapping[str, float], selector: Mapping[str, str]) ->
 
 @contextlib.contextmanager
 def local_ray_env() -> Iterator[None]:
-    """Environment for ``ray.init`` starting a local Ray: token authentication off unless
-    ``RAY_AUTH_MODE`` is set (no warning, no token written under ``~/.ray``); restored after."""
-    saved = os.environ.get(AUTH_MODE_ENV)
-    if saved is None:
-        os.environ[AUTH_MODE_ENV] = "disabled"
+    """Around ``ray.init`` starting a local Ray: a Ray closed to the network.
+
+    - Every Ray process listens on loopback only. Ray's own local-only mode (its default on macOS
+      and Windows, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) gives the node the loopback address,
+      and its GCS, raylet, workers and agents then bind to it instead of every interface.
+    - Ray's token authentication stays on, with a token of this process's own
+      (``RAY_AUTH_TOKEN``, random, inherited by the Ray processes it starts and by nothing else):
+      nothing is written under the home directory, and a driver without the token is refused.
+      Ray's notice that it turned authentication on is not printed.
+
+    A ``RAY_AUTH_MODE`` set by the user is left as it is (``disabled`` turns authentication off,
+    as Ray documents). The token stays in this process's environment for its lifetime, so later
+    local Rays of the same process (a sweep's jobs, tests) use it too; the rest is restored.
+    """
+    saved = {name: os.environ.get(name) for name in (AUTH_MODE_ENV, LOCAL_ONLY_ENV)}
+    os.environ[LOCAL_ONLY_ENV] = "0"  # for the processes ray.init starts
+    local_only = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this process: read when ray.init picks the node address
+    notices = logging.getLogger(_AUTH_NOTICE_LOGGER)
+    level = notices.level
+    if saved[AUTH_MODE_ENV] is None:
+        os.environ.setdefault(AUTH_TOKEN_ENV, secrets.token_hex(32))
+        notices.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop(AUTH_MODE_ENV, None)
+        notices.setLevel(level)
+        ray_constants.ENABLE_RAY_CLUSTER = local_only
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def describe_local(cfg: RunConfig) -> str:

@@ -1,6 +1,8 @@
 """Requests checked against what Ray has, before any placement group; how a run starts its own Ray."""
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.actors.cluster import Node, check_resources, describe_local, local_nodes, local_ray_env
+from pipeline.actors.cluster import LOCAL_ONLY_ENV, Node, check_resources, describe_local, local_nodes, local_ray_env
 from pipeline.actors.pools import needed_stages
 from pipeline.execute.runner import to_run_config
 from pipeline.run.spec import Stage
@@ -87,14 +89,77 @@ def test_a_local_ray_is_checked_for_what_the_config_fixes_of_it():
         check_resources(cfg, needed_stages(cfg), local_nodes(cfg), describe_local(cfg))
 
 
-def test_local_ray_env_turns_token_auth_off_only_when_unset(monkeypatch):
+def test_local_ray_env_keeps_token_auth_and_a_private_token_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv(LOCAL_ONLY_ENV, raising=False)
+    with local_ray_env():
+        assert "RAY_AUTH_MODE" not in os.environ  # Ray's own default: token authentication on
+        token = os.environ["RAY_AUTH_TOKEN"]
+        assert len(token) == 64 and os.environ[LOCAL_ONLY_ENV] == "0"
+    assert os.environ["RAY_AUTH_TOKEN"] == token and LOCAL_ONLY_ENV not in os.environ  # the token lives on
+    with local_ray_env():
+        assert os.environ["RAY_AUTH_TOKEN"] == token  # one token per process
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's explicit choice stands
     with local_ray_env():
         assert os.environ["RAY_AUTH_MODE"] == "disabled"
-    assert "RAY_AUTH_MODE" not in os.environ
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    with local_ray_env():
-        assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
+_SECURITY_PROBE = """
+import json, os, socket, subprocess, sys
+import psutil, ray
+from pipeline.execute.runner import _connect, _disconnect, to_run_config
+from tests.pipeline.conftest import compose_config
+
+assert _connect(to_run_config(compose_config(["ray.num_cpus=1"])))
+gcs = ray.get_runtime_context().gcs_address
+port = int(gcs.rsplit(":", 1)[1])
+ray.get(ray.remote(lambda: 1).remote())  # a worker is up, listening too
+listening = sorted({(c.laddr.ip, p.name()) for p in psutil.Process().children(recursive=True)
+                    for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN})
+# from the network: the machine's own non-loopback addresses, the GCS port
+reached = []
+for name, addresses in psutil.net_if_addrs().items():
+    for address in addresses:
+        if address.family == socket.AF_INET and not address.address.startswith("127."):
+            with socket.socket() as probe:
+                probe.settimeout(5)
+                if probe.connect_ex((address.address, port)) == 0:
+                    reached.append(address.address)
+# on loopback, a driver without the token (Ray's local-only mode, so that it dials 127.0.0.1)
+env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_gcs_server_port_wait_time_s="2")
+intruder = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r); print('RAN', ray.get(ray.remote(lambda: 1).remote()))" % gcs],
+                          env=env, capture_output=True, text=True, timeout=120)
+_disconnect()
+print("RESULT " + json.dumps({"gcs": gcs, "listening": listening, "reached": reached, "intruder_rc": intruder.returncode,
+                              "intruder_out": intruder.stdout, "intruder_err": intruder.stderr[-2000:]}))
+"""
+
+
+@pytest.mark.slow
+def test_a_runs_own_ray_listens_on_loopback_only_and_refuses_a_driver_without_its_token(tmp_path):
+    """The local Ray a run starts, as a newcomer's run starts it (no RAY_AUTH_* set): every
+    listening socket of every Ray process is on a loopback address, the GCS port cannot be
+    reached at the machine's other addresses, and a second driver on the machine that reaches
+    the GCS without the run's token is refused; nothing is written under HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(HOME=str(home), RAY_TMPDIR=tempfile.mkdtemp(prefix="rsec"), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", _SECURITY_PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert result["gcs"].startswith("127."), result["gcs"]
+    assert result["listening"], "no listening socket found: the check would prove nothing"
+    exposed = [(ip, name) for ip, name in result["listening"] if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback]
+    assert exposed == [], exposed
+    assert result["reached"] == [], result["reached"]
+    assert result["intruder_rc"] != 0 and "RAN" not in result["intruder_out"], result
+    assert "InvalidAuthToken" in result["intruder_err"], result["intruder_err"]
+    assert "token authentication" not in done.stderr.lower()  # no notice printed
+    assert sorted(home.rglob("*")) == []
 
 
 @pytest.mark.slow
