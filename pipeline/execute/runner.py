@@ -30,6 +30,7 @@ from pipeline.run.spec import Stage, stage_level
 from pipeline.run.validate import ValidatedRun, validate_run
 from pipeline.store.lease import RunLease
 from pipeline.store.manifest import ENCODE_MANIFEST_SCHEMA, MANIFEST_SCHEMA, ManifestWriter
+from pipeline.store.ownership import check_output_folder, mark_output, unmark_if_unused
 from pipeline.store.verify import finished_intact
 from pipeline.store.writer import RunStorage
 
@@ -228,17 +229,21 @@ def run(
     validated = validate_run(cfg)
     _log_plan(cfg, validated.summary)
     storage = RunStorage(cfg.output.url)
+    check_output_folder(storage)  # a folder this tool owns, or a new one
     if cfg.dry_run:
         return RunResult(output_url=storage.url, plan=validated.summary, dry_run=True)
     run_id = uuid.uuid4().hex[:12]
     lease = RunLease(storage, run_id, cfg.output.lease_heartbeat_s, cfg.output.lease_stale_s)
     lease.acquire()  # a second run on this output stops here, before anything is written
+    marked = mark_output(storage)
     lease.start_heartbeat()
     faults.point("driver.lease_taken")
     try:
         return _run_leased(cfg, validated, storage.for_run(run_id), factories, on_song_done, keep_ray)
     finally:
         lease.release()
+        if marked:
+            unmark_if_unused(storage)
 
 
 def _run_leased(

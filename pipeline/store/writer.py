@@ -56,7 +56,11 @@ logger = logging.getLogger(__name__)
 
 
 _PART_NAME = re.compile(r"(level|audio)=(\d+)/(\d+)-(\d+)\.parquet$")
-_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{8}$")
+TEMPORARY_TAG = ".jukebox-tmp-"  # a file being written: <final name>.jukebox-tmp-<8 hex digits>
+_TEMPORARY = re.compile(re.escape(TEMPORARY_TAG) + r"[0-9a-f]{8}$")
+# What the project writes at an output's root: its only folders, and its files there.
+OWN_FOLDERS = ("parts", "done", "tokens", "audio", "previews", "damaged")
+TRAIN_FOLDER_PREFIX = "train-"
 
 LEASE_NAME = "lease.json"
 SUMMARY_NAME = "summary.json"
@@ -65,6 +69,11 @@ FENCE_INTERVAL_S = 1.0  # how long a process trusts its last look at the lease
 
 class LeaseLostError(RuntimeError):
     """This process's run no longer holds the output's lease: it must not write there."""
+
+
+def temporary_name(path: str) -> str:
+    """Where a file is written before it is renamed to ``path``: a name only this project makes."""
+    return f"{path}{TEMPORARY_TAG}{uuid.uuid4().hex[:8]}"
 
 
 def checksum(payload: bytes) -> str:
@@ -174,7 +183,7 @@ class RunStorage:
         """Write a whole file: temp name + rename on local disks, one PUT elsewhere (unfenced)."""
         if self.is_local:
             os.makedirs(posixpath.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = temporary_name(path)
             with open(tmp, "wb") as handle:
                 handle.write(payload)
             faults.point(f"write.{self.relative(path).split('/')[0]}.temp")  # e.g. write.audio.temp
@@ -258,12 +267,19 @@ class RunStorage:
             self.fs.rm(path)
 
     def remove_temporaries(self) -> int:
-        """Delete the temporary files interrupted writes left (local disks write through them);
-        only the lease holder may call this. Returns how many were removed."""
+        """Delete the temporary files interrupted writes left (local disks write through them):
+        only files named as this project names them (:func:`temporary_name`), at the root or in
+        the project's own folders; only the lease holder may call this. Returns how many."""
         self._fence()
         if not self.is_local or not self.fs.exists(self.root):
             return 0
-        found = [p for p in self.fs.find(self.root) if _TEMPORARY.search(p)]
+        found = []
+        for entry in self.fs.ls(self.root, detail=True):
+            name = posixpath.basename(entry["name"])
+            if entry["type"] == "directory" and (name in OWN_FOLDERS or name.startswith(TRAIN_FOLDER_PREFIX)):
+                found += [p for p in self.fs.find(entry["name"]) if _TEMPORARY.search(p)]
+            elif entry["type"] == "file" and _TEMPORARY.search(name):
+                found.append(entry["name"])
         for path in found:
             self.fs.rm(path)
         return len(found)
@@ -400,7 +416,7 @@ class ParquetStream:
 
     def __init__(self, storage: RunStorage, path: str, schema: pa.Schema) -> None:
         self.storage, self.path, self.schema = storage, path, schema
-        self._tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        self._tmp = temporary_name(path)
         self._handle: Any = None
         self._writer: pq.ParquetWriter | None = None
 

@@ -31,6 +31,7 @@ from models.training import CropSampler, audio_crops, measure_audio_scale
 from models.training.batches import CALIBRATION_STREAM
 from pipeline.run.config import RunConfig
 from pipeline.store.lease import RunLease
+from pipeline.store.ownership import check_output_folder, mark_output, unmark_if_unused
 from pipeline.store.writer import RunStorage
 from pipeline.train.data import load_audio_corpus, load_token_corpus
 from pipeline.train.metrics import METRICS_CSV, METRICS_FILE, MetricsHistory
@@ -169,16 +170,21 @@ def run_train(cfg: RunConfig, connect: Callable[[RunConfig], bool]) -> TrainResu
     plan = validate_train(cfg)
     logger.info("model: %s", cfg.model.describe_weights())
     logger.info("plan: %s", plan.summary)
+    output = RunStorage(plan.storage_url)
+    check_output_folder(output)  # a folder this tool owns, or a new one
     if cfg.dry_run:
         return TrainResult(plan.run_url, plan=plan.summary, dry_run=True)
     run_id = uuid.uuid4().hex[:12]
     lease = RunLease(RunStorage(plan.run_url), run_id, cfg.output.lease_heartbeat_s, cfg.output.lease_stale_s)
     lease.acquire()  # a second training run of this name on this output stops here
+    marked = mark_output(output)
     lease.start_heartbeat()
     try:
         result, (model_url, metrics_path, history) = _train_leased(cfg, plan, connect, RunStorage(plan.run_url, run_id))
     finally:
         lease.release()
+        if marked:
+            unmark_if_unused(output)
     last = history.rows[-1] if history.rows else {}
     logger.info("trained %s for %d steps: %s; model in %s, metrics in %s", plan.component.value, len(history.rows),
                 {k: float(f"{v:.4g}") for k, v in last.items() if isinstance(v, float)}, model_url, metrics_path)

@@ -59,7 +59,7 @@ def _assert_complete(out: Path, expected: dict) -> None:
     assert sorted(p.stem for p in (out / "done").iterdir()) == sorted(SONG_IDS)
     assert not (out / "parts").exists() or not any((out / "parts").iterdir())
     assert not (out / LEASE_NAME).exists()
-    assert not list(out.rglob("*.tmp-*"))
+    assert not list(out.rglob("*.jukebox-tmp-*"))
 
 
 @pytest.fixture(scope="module")

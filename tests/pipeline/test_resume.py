@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.execute.resume import ResumeMismatchError
 from pipeline.execute.runner import run
+from pipeline.store.ownership import MARKER_NAME
 from tests.pipeline.fakes import counting_factories
 from tests.pipeline.runs import DELAY_S, SONGS, THIRD_SONG, assert_same, outputs, three_songs
 
@@ -42,8 +43,11 @@ def reference(ray_session, tmp_path_factory):
 
 
 def _copy_parts(reference_dir: Path, target: Path, keep) -> int:
-    """Copy the reference's specs and the parts ``keep(song, kind, level, index)`` accepts; returns parts dropped."""
+    """Copy the reference's output marker, specs and the parts ``keep(song, kind, level, index)``
+    accepts (what an interrupted run leaves); returns parts dropped."""
     dropped = 0
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(reference_dir / MARKER_NAME, target / MARKER_NAME)
     for song_dir in (reference_dir / "parts").iterdir():
         (target / "parts" / song_dir.name).mkdir(parents=True)
         shutil.copy(song_dir / "spec.json", target / "parts" / song_dir.name / "spec.json")

@@ -50,7 +50,7 @@ def test_a_second_run_stops_at_once_naming_the_holder(tmp_path, clock):
 
 def test_a_lease_without_heartbeat_is_taken_over_and_leftovers_removed(tmp_path, clock, caplog):
     RunLease(_storage(tmp_path, clock), "run-a", heartbeat_s=10, stale_s=60).acquire()
-    leftover = tmp_path / "parts" / "s" / "level=0" / "000000000000-000000000008.parquet.tmp-0123abcd"
+    leftover = tmp_path / "parts" / "s" / "level=0" / "000000000000-000000000008.parquet.jukebox-tmp-0123abcd"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half a write")
     clock.now += 59

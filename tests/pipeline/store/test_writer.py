@@ -20,7 +20,7 @@ def test_chunk_parts_round_trip_and_listing(tmp_path):
     audio = np.linspace(-1, 1, 64, dtype=np.float32).reshape(32, 2)
     storage.write_audio_part(audio_batch("s1", 0, 0, 4, audio, started_at=1.0, finished_at=2.0, compute_s=1.0, batch_size=1))
     # a temporary file left by a crash mid-write is not a part
-    (tmp_path / "run" / "parts" / "s1" / "level=1" / "000000000050-000000000060.parquet.tmp-abcd").write_bytes(b"junk")
+    (tmp_path / "run" / "parts" / "s1" / "level=1" / "000000000050-000000000060.parquet.jukebox-tmp-abcd").write_bytes(b"junk")
     parts = storage.list_parts("s1")
     assert [(p.kind, p.level, p.start, p.end) for p in parts] == [("audio", 0, 0, 4), ("level", 1, 40, 50)]
     back = storage.read_part(path)
