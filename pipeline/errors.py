@@ -31,9 +31,16 @@ def one_line(message: object) -> str:
     return out
 
 
+MAX_ERROR_CHARS = 1000  # a message quoting a huge value is cut, never printed whole
+
+
 def report(message: object, stream: TextIO | None = None) -> int:
-    """Print ``error: <message on one line>`` to stderr; returns the exit status of bad input (2)."""
-    print(f"error: {one_line(message)}", file=stream if stream is not None else sys.stderr)
+    """Print ``error: <message on one line>`` to stderr (at most :data:`MAX_ERROR_CHARS`
+    characters of it: the rest is counted, not printed); returns the exit status of bad input (2)."""
+    line = one_line(message)
+    if len(line) > MAX_ERROR_CHARS:
+        line = f"{line[:MAX_ERROR_CHARS]}... ({len(line) - MAX_ERROR_CHARS} more characters cut)"
+    print(f"error: {line}", file=stream if stream is not None else sys.stderr)
     return EXIT_BAD_INPUT
 
 

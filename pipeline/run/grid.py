@@ -55,6 +55,7 @@ from pipeline.run.grid_files import (
 from pipeline.run.spec import SAMPLING_STAGES, SamplingSpec, SongSpec, Stage, stage_level
 from pipeline.run.urls import check_readable_url
 
+MAX_SONGS = 1_000_000  # songs one run may hold (its plan and manifest are built song by song)
 _SECTION_KEYS = ("file", "songs", "base", "product", "zip", "n_samples", "name")
 _HASH_CHARS = 12
 
@@ -148,6 +149,9 @@ class GridSpec:
     def __post_init__(self) -> None:
         if not is_int(self.n_samples) or self.n_samples < 1:
             raise ValueError(f"songs_grid.n_samples must be an integer >= 1, got {self.n_samples!r}")
+        if self.n_songs > MAX_SONGS:  # counted, never expanded
+            raise ValueError(f"songs_grid expands to {self.n_songs} songs ({self.n_cells} cells x n_samples={self.n_samples}), "
+                             f"more than the {MAX_SONGS} one run may hold; split it into several runs")
         if self.name is not None and not _slug(self.name):
             raise ValueError(f"songs_grid.name must contain letters or digits, got {self.name!r}")
         owner: dict[str, str] = {}

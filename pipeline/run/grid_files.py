@@ -18,13 +18,12 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any, Callable
 
-import fsspec
 import pyarrow.parquet as pq
 import yaml
 
 from models.checks import is_number
 from pipeline.run.spec import SAMPLING_STAGES
-from pipeline.run.urls import check_readable_url
+from pipeline.run.urls import LYRICS_MAX_BYTES, TABLE_MAX_BYTES, read_bounded
 
 PROMPT_FIELDS = ("prompt", "prompt_s")
 SONG_FIELDS = ("id", "artist", "genres", "lyrics", "lyrics_file", "duration_s", "seed", *PROMPT_FIELDS)
@@ -132,13 +131,39 @@ def _genres(value: Any) -> tuple[str, ...] | None:
 
 
 def read_text(url: str, where: str) -> str:
-    """The UTF-8 text of a file (lyrics), read by the driver; ValueError naming ``where``."""
-    check_readable_url(url, where)
+    """The UTF-8 text of a lyrics file (a regular file of at most ``LYRICS_MAX_BYTES``), read by
+    the driver; ValueError naming ``where``."""
+    payload = read_bounded(url, where, LYRICS_MAX_BYTES)
     try:
-        with fsspec.open(url, "r", encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{where}: cannot read {url!r}: {type(err).__name__}: {err}") from err
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: {url!r} is not UTF-8 text: {err}") from err
+
+
+MAX_YAML_NODES = 1_000_000  # values in a grid file once its aliases are expanded
+
+
+def _expanded_size(data: Any, where: str) -> int:
+    """How many values ``data`` holds with every YAML alias expanded, counted without expanding
+    (a shared list is counted once per reference, its size computed once); ValueError past
+    :data:`MAX_YAML_NODES` (an alias bomb: a few hundred bytes that expand to billions)."""
+    sizes: dict[int, int] = {}
+    total = _node_size(data, sizes)
+    if total > MAX_YAML_NODES:
+        raise ValueError(f"{where} expands to {total} values once its YAML aliases are expanded, more than the "
+                         f"{MAX_YAML_NODES} a grid file may hold")
+    return total
+
+
+def _node_size(node: Any, sizes: dict[int, int]) -> int:
+    if not isinstance(node, (list, dict)):
+        return 1
+    key = id(node)
+    if key not in sizes:
+        sizes[key] = 1  # a cycle (an alias to an ancestor) counts once, and must not recurse forever
+        children = node.values() if isinstance(node, dict) else node
+        sizes[key] = 1 + sum(min(_node_size(child, sizes), MAX_YAML_NODES + 1) for child in children)
+    return sizes[key]
 
 
 def packaged_grid(name: str) -> str | None:
@@ -162,11 +187,7 @@ def read_grid_file(url: str) -> list[Any] | dict[str, Any]:
     kind = FORMATS.get(suffix)
     if kind is None:
         raise ValueError(f"grid file {url!r}: unknown format {suffix!r}; expected one of {sorted(FORMATS)}")
-    try:
-        with fsspec.open(url, "rb") as handle:
-            payload = handle.read()
-    except (OSError, ValueError) as err:
-        raise ValueError(f"grid file {url!r} cannot be read: {type(err).__name__}: {err}") from err
+    payload = read_bounded(url, "grid file", TABLE_MAX_BYTES)
     try:
         if kind == "parquet":
             return pq.read_table(io.BytesIO(payload)).to_pylist()
@@ -184,6 +205,7 @@ def read_grid_file(url: str) -> list[Any] | dict[str, Any]:
     except (ValueError, yaml.YAMLError, OSError) as err:  # pyarrow's errors subclass these
         raise ValueError(f"grid file {url!r} is not valid {kind}: {err}") from err
     if isinstance(data, (list, dict)):
+        _expanded_size(data, f"grid file {url!r}")
         return data
     raise ValueError(f"grid file {url!r}: expected a list of songs or a grid mapping, got {type(data).__name__}")
 

@@ -24,6 +24,9 @@ knows whose package is installed (:func:`check_readable_url`).
 """
 from __future__ import annotations
 
+import os
+import stat
+
 import fsspec
 from fsspec.core import split_protocol
 from fsspec.registry import known_implementations, registry
@@ -96,3 +99,37 @@ def check_readable_url(url: str, field: str) -> None:
         raise ValueError(f"{field}={url!r}: expected a local path or a URL")
     for link in url.split(_CHAIN):
         _require_implementation(url, url_protocol(link), field)
+
+
+KIB, MIB = 1024, 1024 * 1024
+LYRICS_MAX_BYTES = 1 * MIB  # a song's lyrics are a few KiB
+TABLE_MAX_BYTES = 64 * MIB  # a grid or labels file: hundreds of thousands of rows
+
+
+def read_bounded(url: str, where: str, max_bytes: int) -> bytes:
+    """The bytes of a file the driver reads (lyrics, grids, labels), refusing before reading
+    anything that is not a regular file (a FIFO would hang, a device never ends) or that is larger
+    than ``max_bytes``; at most ``max_bytes + 1`` bytes are ever read (a size the file system
+    reported wrongly cannot grow it). ValueError naming ``where`` and the URL.
+    """
+    check_readable_url(url, where)
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol in ("file", "local"):
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+                raise ValueError(f"{where}: {url!r} is {kind}, expected a regular file")
+        size = fs.info(path).get("size")
+        if size is not None and size > max_bytes:
+            raise ValueError(f"{where}: {url!r} holds {size} bytes, more than the {max_bytes // KIB} KiB such a file may hold")
+        with fs.open(path, "rb") as handle:
+            payload = handle.read(max_bytes + 1)
+    except FileNotFoundError as err:
+        raise ValueError(f"{where}: cannot read {url!r}: it does not exist") from err
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read {url!r}: {type(err).__name__}: {err}") from err
+    if len(payload) > max_bytes:
+        raise ValueError(f"{where}: {url!r} holds more than the {max_bytes // KIB} KiB such a file may hold")
+    return payload

@@ -134,6 +134,19 @@ CASES = [
     case("sweep_without_multirun", "sampling.top.temperature=0.5,0.9", "sampling.top.temperature=0.5,0.9"),
     case("sweep_with_one_bad_value", ("-m", "songs.0.duration_s=0.5,inf"), "songs[0].duration_s", "inf"),
     case("sweep_with_one_bad_group_option", ("-m", "stages=cpu,tpu"), "stages=tpu", "cpu"),
+    # unbounded inputs: files that never end, hang or expand, grids too large to plan
+    case("lyrics_file_device", ("songs.0.lyrics=null", "++songs.0.lyrics_file=/dev/zero"), "songs[0].lyrics_file", "/dev/zero",
+         "a device or socket, expected a regular file"),
+    case("lyrics_file_fifo", ("songs.0.lyrics=null", "++songs.0.lyrics_file={d}/fifo"), "songs[0].lyrics_file", "fifo",
+         "a FIFO, expected a regular file"),
+    case("lyrics_file_too_large", ("songs.0.lyrics=null", "++songs.0.lyrics_file={d}/huge_lyrics.txt"), "songs[0].lyrics_file",
+         "huge_lyrics.txt", "1024 KiB"),
+    case("grid_alias_bomb", "songs_grid={d}/bomb.yaml", "bomb.yaml", "once its YAML aliases are expanded"),
+    case("grid_too_many_songs", "songs_grid={d}/many.yaml", "songs_grid expands to 1000000000000 songs", "1000000"),
+    # outputs that are not the project's own
+    case("output_holds_other_files", "output.url={d}/audio_and_notes", "output.url", "audio_and_notes",
+         "holds files this tool did not write (notes.txt, song.wav)"),
+    case("output_is_the_root", "output.url=/", "output.url '/'", "the file-system root"),
 ]
 
 
@@ -171,6 +184,14 @@ def files(tmp_path_factory) -> Path:
     (audio / "notes.txt").write_text("liner notes")
     (d / "fake_audio").mkdir()
     (d / "fake_audio" / "fake.wav").write_text("RIFF but not really")
+    os.mkfifo(d / "fifo")  # opening it for reading would wait for a writer forever
+    (d / "huge_lyrics.txt").write_text("la " * 400_000)  # 1.2 MB
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    (d / "bomb.yaml").write_text("\n".join(levels) + "\n")  # 443 bytes, 9 ** 9 values once expanded
+    (d / "many.yaml").write_text("base: {duration_s: 1, genres: [country]}\nproduct: {artist: [Alan Jackson]}\n"
+                                 "n_samples: 1000000000000\n")
     return d
 
 
@@ -206,6 +227,11 @@ def _nothing_under(url: str) -> bool:
     return not fs.exists(root) or (fs.isdir(root) and not fs.ls(root))
 
 
+def _listing(url: str) -> list[str] | None:
+    """The entries of an existing local folder (not walked: it may be ``/``), else None."""
+    return sorted(os.listdir(url)) if "://" not in url and "${" not in url and os.path.isdir(url) else None
+
+
 def test_the_table_has_at_least_40_distinct_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
 
@@ -219,16 +245,20 @@ def test_bad_input_exits_2_with_one_line_naming_field_and_value(bad, files, tmp_
         overrides.append(f"output.url={out}")
     output_url = next(o.split("=", 1)[1] for o in overrides if o.startswith("output.url="))
     argv = [*overrides, f"hydra.run.dir={tmp_path / 'hydra'}", *QUIET_HYDRA]
+    existing = _listing(output_url)  # a folder that is not the project's own: left as it was
     code = cli(argv, prog="python -m pipeline")
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert code == 2, captured.err[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert len(lines[0]) < 1100, lines[0][:2000]  # values are never echoed whole
     for name in bad.names:
         assert name.format(d=files) in lines[0], f"{name!r} not named in: {lines[0]}"
     assert "Traceback" not in captured.out + captured.err
     no_work()
-    if "${" not in output_url and "::" not in output_url:
+    if existing is not None:
+        assert _listing(output_url) == existing
+    elif "${" not in output_url and "::" not in output_url:
         assert _nothing_under(output_url), sorted(fsspec.core.url_to_fs(output_url)[0].find(output_url))
 
 

@@ -188,7 +188,7 @@ def test_malformed_files_and_sections(tmp_path):
         GridSpec.from_file(str(rows))
     with pytest.raises(ValueError, match="unknown format '.txt'"):
         GridSpec.from_file(str(tmp_path / "songs.txt"))
-    with pytest.raises(ValueError, match="cannot be read"):
+    with pytest.raises(ValueError, match="grid file: cannot read .*missing.csv.*: it does not exist"):
         GridSpec.from_file(str(tmp_path / "missing.csv"))
     bad_parquet = tmp_path / "x.parquet"
     bad_parquet.write_bytes(b"not parquet at all")

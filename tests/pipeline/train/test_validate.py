@@ -11,6 +11,7 @@ import pytest
 import pipeline.train.run as train_run
 from pipeline.execute.runner import run, to_run_config
 from pipeline.store.lease import OutputBusyError, RunLease
+from pipeline.store.ownership import mark_output
 from pipeline.store.writer import RunStorage
 from pipeline.train.validate import validate_train
 from tests.pipeline.conftest import compose_config
@@ -74,6 +75,7 @@ def test_a_run_folder_in_use_stops_a_second_training_run(train_cfg, no_workers, 
 
     monkeypatch.setattr(train_run, "load_audio_corpus", no_corpus)
     cfg = train_cfg("train.component=vqvae", f"train.audio_url={corpus_dir}", "train.skip_other_files=true", "train.name=shared")
+    mark_output(RunStorage(str(tmp_path / "out")))  # as the first run did
     holder = RunLease(RunStorage(str(tmp_path / "out" / "shared")), "first-run")
     holder.acquire()
     try:
