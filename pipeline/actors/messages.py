@@ -66,7 +66,7 @@ class EncodeFileTask:
     def fingerprint(self) -> dict[str, Any]:
         """What decides the tokens: compared with a finished song's marker on resume."""
         s = self.source
-        return {"model": self.model, "init_seed": self.init_seed, "weights": self.weights, "source": s.url,
+        return {"model": self.model, "init_seed": self.init_seed, "weights": self.weights, "content": s.digest,
                 "frames": s.frames, "sampling_rate": s.sampling_rate, "channels": s.channels}
 
 

@@ -110,9 +110,12 @@ class SongPlan:
         chunks = self.chunks.get(level, ())
         return chunks[0].end if chunks and chunks[0].prompt else 0
 
-    def fingerprint(self, model_source: str, init_seed: int | None, weights: str | None = None) -> dict[str, Any]:
-        """What decides this song's tokens: stored with its parts and compared on resume.
-        ``weights``: which weights (:attr:`pipeline.run.config.ModelSpec.weights_tag`)."""
+    def fingerprint(self, model_source: str, init_seed: int | None, weights: str | None = None,
+                    audio: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What decides this song's files, tokens and audio: stored with its parts and compared on
+        resume, so a resume never mixes settings. ``weights``: which weights
+        (:attr:`pipeline.run.config.ModelSpec.weights_tag`); ``audio``: the settings that change
+        its audio's bytes (``audio.wav_subtype``, ``margin_tokens``, ``decode_tokens``)."""
         prompt = {"prompt": self.song.prompt, "prompt_samples": self.prompt_samples} if self.prompt_samples else {}
         return {
             **prompt,
@@ -131,6 +134,7 @@ class SongPlan:
                 }
                 for level in self.levels
             },
+            "audio": {"level": self.audio_level, "previews": sorted(self.decodes), **(audio or {})},
         }
 
 

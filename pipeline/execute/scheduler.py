@@ -170,7 +170,7 @@ class Scheduler:
             fingerprint = job.task.fingerprint()
             marker = self.resume.finished(job.job_id, fingerprint)
         else:
-            fingerprint = job.plan.fingerprint(self.cfg.model.source, self.cfg.model.used_init_seed, self.cfg.model.weights_tag)
+            fingerprint = self._fingerprint(job.plan)
             marker = self.resume.finished(job.job_id, fingerprint, job.plan)
         if marker is not None:
             self.skipped.append(job.job_id)
@@ -181,6 +181,12 @@ class Scheduler:
         else:
             self._admit_song(job, fingerprint)
         return None
+
+    def _fingerprint(self, plan: SongPlan) -> dict[str, Any]:
+        """What decides a song's files (compared on resume)."""
+        model, audio = self.cfg.model, self.cfg.audio
+        settings = {"wav_subtype": audio.wav_subtype, "margin_tokens": audio.margin_tokens, "decode_tokens": audio.decode_tokens}
+        return plan.fingerprint(model.source, model.used_init_seed, model.weights_tag, settings)
 
     def _admit_song(self, job: SongJob, fingerprint: dict[str, Any]) -> None:
         self.resume.check_spec(job.job_id, fingerprint)
@@ -330,7 +336,8 @@ class Scheduler:
             song=plan.song, seed=plan.seed, total_length=plan.total_length, sampling_rate=self.sampling_rate,
             n_tokens=dict(plan.n_tokens), options=dict(plan.options), audio_level=plan.audio_level,
             decoded_levels=tuple(sorted(plan.decodes)), model=self.cfg.model.source, init_seed=init_seed,
-            fingerprint=plan.fingerprint(self.cfg.model.source, init_seed, self.cfg.model.weights_tag), wav_subtype=self.cfg.audio.wav_subtype,
+            fingerprint=self._fingerprint(plan),
+            wav_subtype=self.cfg.audio.wav_subtype,
             keep_parts=self.cfg.output.keep_parts, prompt_tokens={level: plan.prompt_tokens(level) for level in plan.levels},
             extra=dict(state.job.fields),
         )

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import fsspec
 import numpy as np
 import soundfile
+import xxhash
 import torch
 
 from models.checks import is_int
@@ -44,6 +45,8 @@ class AudioSource:
         song_id: a valid song id from the path under the scanned root (``dir.name`` for ``dir/name.wav``).
         sampling_rate, channels, frames: as stored in the file.
         format, subtype: soundfile's names (``WAV``/``FLAC``, ``PCM_16``...).
+        digest: xxh3-128 of the file's bytes: what tells an encode-only run's resume that a file
+            changed (the same bytes moved elsewhere are the same file).
     """
 
     url: str
@@ -53,6 +56,7 @@ class AudioSource:
     frames: int
     format: str
     subtype: str
+    digest: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -116,6 +120,8 @@ def scan_audio(url: str, *, skip_other_files: bool = False, ignore: Sequence[str
         try:
             with fs.open(path, "rb") as handle:
                 info = soundfile.info(handle)
+                handle.seek(0)
+                digest = _digest(handle)
         except Exception as err:  # libsndfile reports any unreadable content; name the file whatever it was
             problems.append(f"{full}: unreadable as audio ({type(err).__name__}: {err})")
             continue
@@ -128,12 +134,23 @@ def scan_audio(url: str, *, skip_other_files: bool = False, ignore: Sequence[str
             continue
         ids[song_id] = full
         sources.append(AudioSource(full, song_id, int(info.samplerate), int(info.channels), int(info.frames),
-                                   str(info.format), str(info.subtype)))
+                                   str(info.format), str(info.subtype), digest))
     if problems:
         raise ValueError(f"{len(problems)} bad audio input file(s) under {url!r}:\n  " + "\n  ".join(problems))
     if not sources:
         raise ValueError(f"no WAV/FLAC files found under {url!r}")
     return sources
+
+
+_DIGEST_BLOCK = 8 * 1024 * 1024
+
+
+def _digest(handle) -> str:
+    """xxh3-128 of a file's bytes, read in blocks."""
+    hasher = xxhash.xxh3_128()
+    while block := handle.read(_DIGEST_BLOCK):
+        hasher.update(block)
+    return hasher.hexdigest()
 
 
 def read_audio(url: str) -> tuple[np.ndarray, int]:

@@ -95,6 +95,11 @@ def test_finished_songs_are_skipped_and_settings_are_checked(reference, make_cfg
     random_weights.output.url = str(reference_dir)
     with pytest.raises(ResumeMismatchError, match=r"already exists .* different settings \(\['weights'\]\)"):
         run(random_weights, factories=counting_factories(DELAY_S))  # the shipped weights made them: not mixed
+    for audio in ("audio.wav_subtype=FLOAT", "audio.margin_tokens=2", "audio.decode_tokens=64"):
+        changed = _cfg(make_cfg, "output.keep_parts=true", audio)
+        changed.output.url = str(reference_dir)
+        with pytest.raises(ResumeMismatchError, match=r"already exists .* different settings \(\['audio'\]\)"):
+            run(changed, factories=counting_factories(DELAY_S))  # its WAVs and segments were made otherwise
     cfg.songs[1].seed = 12345
     with pytest.raises(ResumeMismatchError, match="'jazz_night' already exists .* different settings .*'seed'"):
         run(cfg, factories=counting_factories(DELAY_S))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from pipeline.actors.messages import EncodeFileTask
 from pipeline.store import audio_input
 from pipeline.store.audio_input import load_audio, mix_channels, resample, scan_audio
 
@@ -137,3 +138,22 @@ def test_missing_empty_and_clashing_inputs(tmp_path):
     soundfile.write(tmp_path / "a.flac", sine(100.0, 8000, 0.1), 8000)
     with pytest.raises(ValueError, match=r"a.wav: gives song id 'a', as .*a.flac does"):
         scan_audio(str(tmp_path))
+
+
+def test_an_encode_resume_tells_files_by_their_bytes_not_their_path_or_length(tmp_path):
+    """Same path and length, new audio: a new fingerprint; the same bytes in a moved folder: the same."""
+    def fingerprint(folder):
+        (source,) = scan_audio(str(folder))
+        return EncodeFileTask(source, 0, "tiny", 0).fingerprint()
+
+    first = tmp_path / "in"
+    first.mkdir()
+    rng = np.random.default_rng(0)
+    soundfile.write(str(first / "song.wav"), rng.uniform(-0.5, 0.5, (4096, 1)).astype(np.float32), 44100, subtype="FLOAT")
+    before = fingerprint(first)
+    moved = tmp_path / "moved"
+    (first).rename(moved)
+    assert fingerprint(moved) == before
+    soundfile.write(str(moved / "song.wav"), rng.uniform(-0.5, 0.5, (4096, 1)).astype(np.float32), 44100, subtype="FLOAT")
+    after = fingerprint(moved)
+    assert after != before and {k for k in after if after[k] != before[k]} == {"content"}
