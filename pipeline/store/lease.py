@@ -6,11 +6,22 @@ The lease is taken with an atomic create where the file system has one (local di
 write-then-read-back where it has not (object stores: the last writer wins, and the loser's
 fenced writes stop within a second, see :meth:`pipeline.store.writer.RunStorage._fence`).
 
-A lease is stale when its heartbeat is older than its ``stale_s``, or when its holder ran on this
-host and its process is gone (a driver killed with ``kill -9`` leaves its lease behind); a stale
-lease is taken over, and the leftovers of the dead run (temporary files) are removed.
+A lease is stale, and taken over (the leftovers of the dead run, temporary files, are removed),
+when:
 
-Time comes from the storage's clock, so tests move it by hand.
+- its holder ran on this machine (same host name *and* same machine and boot id: another machine
+  may carry the same name, and a rebooted one reuses pids) and its process is gone (a driver
+  killed with ``kill -9`` leaves its lease behind); or
+- its heartbeat is more than ``stale_s`` old by this machine's clock; or more than ``stale_s`` in
+  the future (its holder's clock is set otherwise: the timestamp proves nothing, and a lease that
+  can never expire would lock the output for good). Machines that share an output must keep their
+  clocks within ``stale_s`` of each other.
+
+A run's own writers (:meth:`pipeline.store.writer.RunStorage._fence`) judge their lease by the
+heartbeat changing, timed on their own monotonic clock: a clock step on the machine does not stop
+a live run.
+
+Wall time comes from the storage's clock, so tests move it by hand.
 """
 from __future__ import annotations
 
@@ -29,8 +40,25 @@ HEARTBEAT_S = 10.0
 STALE_S = 60.0
 
 
+def _age(now: float, then: float) -> str:
+    return f"{now - then:.0f} s ago" if then <= now else f"dated {then - now:.0f} s ahead of this machine's clock"
+
+
 class OutputBusyError(ValueError):
     """Another run holds the output's lease (a usage error: wait for it, or use another output)."""
+
+
+def machine_identity() -> str:
+    """This machine and boot: the machine id and the kernel's boot id (Linux), else empty (then
+    no lease is judged by its holder's pid)."""
+    parts = []
+    for path in ("/etc/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            with open(path) as handle:
+                parts.append(handle.read().strip())
+        except OSError:
+            parts.append("")
+    return ":".join(parts) if any(parts) else ""
 
 
 def _process_alive(pid: int) -> bool:
@@ -53,18 +81,23 @@ class LeaseInfo:
     started_at: float
     heartbeat_at: float
     stale_s: float
+    machine: str = ""
 
     @property
     def owner(self) -> str:
         return f"pid {self.pid} on {self.host}"
 
     def expired(self, now: float) -> bool:
-        """No heartbeat for longer than ``stale_s``."""
-        return now - self.heartbeat_at > self.stale_s
+        """No heartbeat for longer than ``stale_s``, or one dated more than ``stale_s`` ahead."""
+        return abs(now - self.heartbeat_at) > self.stale_s
+
+    def on_this_machine(self) -> bool:
+        """Its driver ran on this machine, in this boot (not merely on a host of the same name)."""
+        return self.host == socket.gethostname() and bool(self.machine) and self.machine == machine_identity()
 
     def stale(self, now: float) -> bool:
-        """Expired, or its driver ran on this host and is gone."""
-        return self.expired(now) or (self.host == socket.gethostname() and not _process_alive(self.pid))
+        """Expired, or its driver ran on this machine and is gone."""
+        return self.expired(now) or (self.on_this_machine() and not _process_alive(self.pid))
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
@@ -77,7 +110,8 @@ class LeaseInfo:
         try:
             with storage.fs.open(path, "rb") as handle:
                 data = json.loads(handle.read())
-            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name != "machine"},
+                       machine=str(data.get("machine", "")))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as err:
@@ -106,7 +140,8 @@ class RunLease:
 
     def _info(self, started_at: float | None = None) -> LeaseInfo:
         now = self.storage.clock()
-        return LeaseInfo(self.run_id, socket.gethostname(), os.getpid(), now if started_at is None else started_at, now, self.stale_s)
+        return LeaseInfo(self.run_id, socket.gethostname(), os.getpid(), now if started_at is None else started_at, now,
+                         self.stale_s, machine_identity())
 
     def _create(self, info: LeaseInfo) -> bool:
         """Create the lease file if none exists; True when this run now holds it."""
@@ -134,12 +169,12 @@ class RunLease:
         if holder is not None and not holder.stale(now):
             raise OutputBusyError(
                 f"output.url {self.storage.url!r} is in use by run {holder.run_id} ({holder.owner}, started "
-                f"{now - holder.started_at:.0f} s ago, last heartbeat {now - holder.heartbeat_at:.0f} s ago): wait for it "
+                f"{now - holder.started_at:.0f} s ago, last heartbeat {_age(now, holder.heartbeat_at)}): wait for it "
                 f"to finish, or write to another output.url"
             )
         if holder is not None:
-            logger.warning("taking over the stale lease of run %s (%s, last heartbeat %.0f s ago) on %s",
-                           holder.run_id, holder.owner, now - holder.heartbeat_at, self.storage.url)
+            logger.warning("taking over the stale lease of run %s (%s, last heartbeat %s) on %s",
+                           holder.run_id, holder.owner, _age(now, holder.heartbeat_at), self.storage.url)
         self.storage.write_lease(info.to_json(), exclusive=False)
         if not self._holds():
             raise OutputBusyError(f"output.url {self.storage.url!r} was taken by another run at the same moment: retry")

@@ -101,13 +101,18 @@ class RunStorage:
         url: the output root.
         run_id: the run this process writes for; its writes are fenced by the output's lease
             (None: unfenced, for readers and tools that hold no lease).
-        clock: wall-clock seconds (tests inject their own).
+        clock: wall-clock seconds, the lease's timestamps (tests inject their own).
+        monotonic: this process's own timing of its fence (tests inject their own).
     """
 
-    def __init__(self, url: str, run_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, url: str, run_id: str | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.url = url.rstrip("/") or url
         self.run_id = run_id
         self.clock = clock
+        self.monotonic = monotonic
+        self._beat_seen: float | None = None  # the lease's heartbeat as last seen, and when (monotonic)
+        self._beat_seen_at = 0.0
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root: str | None = None
         self._fenced_until = -float("inf")
@@ -120,7 +125,7 @@ class RunStorage:
 
     def for_run(self, run_id: str) -> RunStorage:
         """The same output, written for ``run_id`` (fenced by its lease)."""
-        return RunStorage(self.url, run_id, self.clock)
+        return RunStorage(self.url, run_id, self.clock, self.monotonic)
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -162,7 +167,7 @@ class RunStorage:
         once per :data:`FENCE_INTERVAL_S` seconds)."""
         if self.run_id is None:
             return
-        now = self.clock()
+        now = self.monotonic()
         if now < self._fenced_until:
             return
         from pipeline.store.lease import LeaseInfo  # the lease's rules; its file is written here
@@ -171,9 +176,13 @@ class RunStorage:
         if holder is None or holder.run_id != self.run_id:
             owner = "no run" if holder is None else f"run {holder.run_id} ({holder.owner})"
             raise LeaseLostError(f"run {self.run_id} lost its lease on {self.url!r} (held by {owner}): not writing")
-        if holder.expired(now):
+        # alive while its heartbeat changes, timed on this process's monotonic clock (a step of
+        # the wall clock moves the heartbeat's timestamps, not this)
+        if holder.heartbeat_at != self._beat_seen:
+            self._beat_seen, self._beat_seen_at = holder.heartbeat_at, now
+        elif now - self._beat_seen_at > holder.stale_s:
             raise LeaseLostError(
-                f"run {self.run_id}'s lease on {self.url!r} has had no heartbeat for {now - holder.heartbeat_at:.0f} s "
+                f"run {self.run_id}'s lease on {self.url!r} has had no heartbeat for {now - self._beat_seen_at:.0f} s "
                 f"(stale after {holder.stale_s:.0f} s): its driver is gone, not writing"
             )
         self._fenced_until = now + FENCE_INTERVAL_S

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.store.lease import LeaseInfo, OutputBusyError, RunLease
+from pipeline.store.lease import LeaseInfo, OutputBusyError, RunLease, machine_identity
 from pipeline.store.writer import FENCE_INTERVAL_S, LEASE_NAME, LeaseLostError, RunStorage
 
 
@@ -27,8 +27,8 @@ def clock():
     return Clock()
 
 
-def _storage(url, clock) -> RunStorage:
-    return RunStorage(str(url), clock=clock)
+def _storage(url, clock, monotonic=None) -> RunStorage:
+    return RunStorage(str(url), clock=clock, monotonic=monotonic or clock)
 
 
 def _dead_pid() -> int:
@@ -66,7 +66,7 @@ def test_a_lease_without_heartbeat_is_taken_over_and_leftovers_removed(tmp_path,
 
 def test_the_lease_of_a_dead_driver_on_this_host_is_stale_at_once(tmp_path, clock):
     storage = _storage(tmp_path, clock)
-    dead = LeaseInfo("run-dead", socket.gethostname(), _dead_pid(), clock.now, clock.now, 60.0)
+    dead = LeaseInfo("run-dead", socket.gethostname(), _dead_pid(), clock.now, clock.now, 60.0, machine_identity())
     storage.write_lease(dead.to_json(), exclusive=True)
     RunLease(storage, "run-new").acquire()  # no wait for the 60 s: its process is gone
     assert LeaseInfo.read(storage).run_id == "run-new"
@@ -112,14 +112,56 @@ def test_a_writer_stops_within_a_second_of_losing_the_lease(tmp_path, clock):
 
 
 def test_a_writer_whose_driver_stopped_beating_stops(tmp_path, clock):
+    """Timed from when the writer saw the heartbeat last change, on its own clock."""
     RunLease(_storage(tmp_path, clock), "run-a", heartbeat_s=10, stale_s=60).acquire()
     writer = _storage(tmp_path, clock).for_run("run-a")
-    clock.now += 59
     writer.write_json(writer.path("ok.json"), {"a": 1})
+    clock.now += 59
+    writer.write_json(writer.path("ok2.json"), {"a": 1})
     clock.now += 2
     with pytest.raises(LeaseLostError, match="no heartbeat for 61 s"):
         writer.write_json(writer.path("late.json"), {"a": 1})
     assert not (tmp_path / "late.json").exists()
+
+
+def test_a_live_run_survives_a_step_of_the_wall_clock(tmp_path, clock):
+    """The wall clock jumps 120 s ahead (and later back) while the run's own time moves on by
+    seconds: its writers keep writing, and its heartbeat goes on."""
+    own = Clock()
+    lease = RunLease(_storage(tmp_path, clock, own), "run-a", heartbeat_s=10, stale_s=60)
+    lease.acquire()
+    writer = _storage(tmp_path, clock, own).for_run("run-a")
+    writer.write_json(writer.path("before.json"), {"a": 1})
+    for step in (120.0, -3600.0):
+        clock.now += step
+        own.now += FENCE_INTERVAL_S * 2
+        writer.write_json(writer.path(f"after{step:+.0f}.json"), {"a": 1})
+        lease.beat()
+        assert lease.lost is None
+
+
+def test_a_heartbeat_from_the_future_does_not_lock_the_output(tmp_path, clock, caplog):
+    ahead = LeaseInfo("run-future", "elsewhere", 1, clock.now + 315_360_000, clock.now + 315_360_000, 60.0, "m:b")
+    _storage(tmp_path, clock).write_lease(ahead.to_json(), exclusive=True)
+    with caplog.at_level(logging.WARNING, logger="pipeline.store.lease"):
+        RunLease(_storage(tmp_path, clock), "run-b").acquire()
+    assert "dated 315360000 s ahead of this machine's clock" in caplog.text
+    assert LeaseInfo.read(_storage(tmp_path, clock)).run_id == "run-b"
+    # within stale_s ahead (clocks a little apart): a live run
+    near = LeaseInfo("run-near", "elsewhere", 1, clock.now + 30, clock.now + 30, 60.0, "m:b")
+    _storage(tmp_path, clock).write_lease(near.to_json(), exclusive=False)
+    with pytest.raises(OutputBusyError, match="dated 30 s ahead"):
+        RunLease(_storage(tmp_path, clock), "run-c").acquire()
+
+
+def test_another_machine_of_the_same_name_is_judged_by_its_heartbeat_not_a_pid(tmp_path, clock):
+    """A 4-second-old lease whose host name is this one's, but whose machine or boot is not:
+    its pid means nothing here, so it is live until its heartbeat stops."""
+    twin = LeaseInfo("run-twin", socket.gethostname(), _dead_pid(), clock.now - 4, clock.now - 4, 60.0, "other-machine:other-boot")
+    _storage(tmp_path, clock).write_lease(twin.to_json(), exclusive=True)
+    with pytest.raises(OutputBusyError, match="in use by run run-twin"):
+        RunLease(_storage(tmp_path, clock), "run-b").acquire()
+    assert machine_identity() and machine_identity() != twin.machine
 
 
 def test_an_unreadable_lease_protects_nothing(tmp_path, clock, caplog):
