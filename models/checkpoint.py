@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import uuid
+import zipfile
 from collections.abc import Iterable, Mapping
 
 import fsspec
@@ -87,7 +88,8 @@ def _read_file(fs: fsspec.AbstractFileSystem, path: str, keys: set[str] | None) 
             tensors = safetensors_load(fs.cat_file(path))
         else:
             if _is_local(fs):
-                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                # memory-mapped where torch can (its zip format); a legacy (pre-zip) file is read whole
+                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
             else:
                 tensors = torch.load(io.BytesIO(fs.cat_file(path)), map_location="cpu", weights_only=True)
     except Exception as err:  # any reader failure becomes one error naming the file

@@ -9,6 +9,10 @@ writes under its own output URL, ``output.url/<the swept keys and this job's val
 place), and the jobs share one Ray session: the first job starts it (or joins ``ray.address``),
 the others reuse it, and it stops when the sweep ends.
 
+Exit status: 0 done; 2 bad input; 3 no space left on the output's device; 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM); 1 anything else. A run stopped early prints one line,
+``stopped: <why>; ...``, keeps what it finished and is resumed by the same command.
+
 Bad input exits with status 2 and one line on stderr, ``error: <field>=<value>: <what was
 expected>``, before any Ray actor exists: a malformed override or an unknown config key or group
 (checked here, before Hydra runs the job), or a ``ValueError`` of the run's validation (an
@@ -35,7 +39,17 @@ from hydra.types import RunMode as HydraMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.errors import full_errors, one_line, program_name, raise_usage_errors, report
+from pipeline.errors import (
+    Terminated,
+    full_errors,
+    one_line,
+    program_name,
+    raise_usage_errors,
+    report,
+    report_stop,
+    sigterm_raises,
+    storage_full,
+)
 
 CONFIG_PATH = "pkg://conf"  # the config tree ships as package data (conf/)
 CONFIG_NAME = "config"
@@ -203,11 +217,18 @@ def hydra_main(cfg: DictConfig) -> None:
             name = job_dirname(hydra_cfg.overrides.task, hydra_cfg.job.num, swept)
             cfg.output.url = f"{str(cfg.output.url).rstrip('/')}/{name}"
     try:
-        result = run(_resolved(cfg), keep_ray=sweeping)
+        with sigterm_raises():
+            result = run(_resolved(cfg), keep_ray=sweeping)
     except ValueError as err:
         if full_errors():
             raise
         sys.exit(report(err))
+    except (KeyboardInterrupt, Terminated) as err:  # cleaned up by the run's finally blocks
+        sys.exit(report_stop(err))
+    except Exception as err:
+        if full_errors() or storage_full(err) is None:
+            raise
+        sys.exit(report_stop(err))
     if result.dry_run:
         print(json.dumps(result.plan, indent=1))
     if isinstance(result, RunResult) and result.rejected:  # files an encode-only run refused (not a training run)

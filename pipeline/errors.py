@@ -7,11 +7,19 @@ instead (for ``python -m pipeline``, as Hydra does).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import NoReturn, TextIO
 
 EXIT_BAD_INPUT = 2
+EXIT_STORAGE_FULL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
 
 
@@ -62,3 +70,55 @@ def raise_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
     parser.error = error  # type: ignore[method-assign]
     return parser
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM): raised where it runs, like ``KeyboardInterrupt``,
+    so that every ``finally`` runs (actors stopped, Ray shut down, the lease released)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Inside, SIGTERM raises :class:`Terminated` in the main thread; the previous handler after."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and what caused it: ``__cause__``/``__context__`` chains, and the ``cause`` a Ray
+    task error carries from the actor that raised it."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+
+
+def storage_full(err: BaseException) -> OSError | None:
+    """The "no space left" (or quota) error behind ``err``, if that is what it is."""
+    return next((e for e in _causes(err) if isinstance(e, OSError) and e.errno in _FULL), None)
+
+
+def report_stop(err: BaseException, stream: TextIO | None = None) -> int:
+    """One line for a run that stopped early (Ctrl-C, SIGTERM, a full disk); its exit status."""
+    if isinstance(err, KeyboardInterrupt):
+        what, code = "interrupted (Ctrl-C)", EXIT_INTERRUPTED
+    elif isinstance(err, Terminated):
+        what, code = "terminated (SIGTERM)", EXIT_TERMINATED
+    else:
+        full = storage_full(err)
+        where = f" writing {full.filename}" if full is not None and full.filename else ""
+        what, code = f"no space left on the device{where}", EXIT_STORAGE_FULL
+    print(f"stopped: {what}; every finished window and song is kept: run the same command again to resume",
+          file=stream if stream is not None else sys.stderr)
+    return code

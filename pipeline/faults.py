@@ -5,6 +5,7 @@ Tests set ``JUKEBOX_FAULTS`` to ``point@N[:action],...`` (a point may appear wit
 N-th time a process passes ``point`` (counted per process) it takes the action:
 
 - ``exit`` (default): ``os._exit(137)``, as a ``kill -9`` would end it (no cleanup, no finally);
+- ``enospc``: raise ``OSError(ENOSPC)``, as a write to a full disk does;
 - ``pause=DIR``: write a line to the FIFO ``DIR/paused`` (blocks until the test reads it: the test
   now knows where the process is), then read one from ``DIR/resume`` (blocks until the test
   writes it). No clocks: faults land at exact points of the work, whatever the machine's load.
@@ -16,8 +17,10 @@ stage actors it starts (:func:`actor_runtime_env`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import select
 from collections import Counter
 
 logger = logging.getLogger(__name__)
@@ -54,13 +57,28 @@ def point(name: str) -> None:
     if action == "exit":
         logger.warning("fault injection: %s (hit %d): exiting", name, hit)
         os._exit(137)
+    if action == "enospc":
+        logger.warning("fault injection: %s (hit %d): no space left", name, hit)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
     kind, _, where = action.partition("=")
     if kind != "pause" or not where:
-        raise ValueError(f"{ENV}: unknown action {action!r} for {name!r}: expected exit or pause=DIR")
+        raise ValueError(f"{ENV}: unknown action {action!r} for {name!r}: expected exit, enospc or pause=DIR")
     with open(os.path.join(where, "paused"), "w") as fifo:
         fifo.write(f"{name}\n")
-    with open(os.path.join(where, "resume")) as fifo:
-        fifo.readline()
+    _read_line(os.path.join(where, "resume"))
+
+
+def _read_line(path: str) -> None:
+    """Wait for a line on the FIFO ``path``, in short waits: a signal to this process (Ctrl-C,
+    SIGTERM) is handled while it waits, as it would be while the pipeline works."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready and os.read(fd, 4096).endswith(b"\n"):
+                return
+    finally:
+        os.close(fd)
 
 
 def _restarted_actor() -> bool:

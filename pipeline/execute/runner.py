@@ -1,10 +1,13 @@
 """``run(cfg)``: one pipeline run from a composed Hydra config (or a :class:`RunConfig`)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -115,12 +118,32 @@ def _connect(cfg: RunConfig) -> bool:
     spec = cfg.ray
     common: dict[str, Any] = dict(namespace=spec.namespace, runtime_env=runtime_env(cfg))
     if spec.address is None:
-        with local_ray_env():  # no auth-token warning, nothing written under the home directory
-            ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
-        _watchdogs.append(reaper.watch())  # its processes end with this one, however it ends
+        watchdog = reaper.watch()  # its processes end with this one, however it ends (even mid-start)
+        try:
+            with local_ray_env(), _keeping_sigterm_handler():  # loopback only, token authentication on
+                ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
+        except BaseException:  # Ctrl-C while Ray starts: what it started goes now
+            ray.shutdown()
+            reaper.release(watchdog)
+            raise
+        _watchdogs.append(watchdog)
     else:
-        ray.init(address=spec.address, **common)
+        with _keeping_sigterm_handler():
+            ray.init(address=spec.address, **common)
     return True
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """``ray.init`` installs its own SIGTERM handlers (an exit without cleanup, or an abort in its
+    core worker); a Python handler the caller had set (the command line's: stop cleanly, one line)
+    is put back."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _disconnect() -> None:

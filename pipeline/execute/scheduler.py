@@ -469,6 +469,7 @@ class Scheduler:
                     break
                 continue
             self._wait_and_collect()
+            faults.point("driver.collected")  # the driver's own thread, between waits
             self.progress.maybe_log()
         self.progress.maybe_log(force=True)
         self._writer.shutdown(wait=True)

@@ -41,6 +41,19 @@ def test_reads_what_transformers_writes(reference_vqvae, tmp_path, safe, shard):
         assert torch.equal(state[key], tensor), key
 
 
+def test_a_legacy_pytorch_model_bin_is_read_and_checked(reference_vqvae, tmp_path):
+    """A ``pytorch_model.bin`` in torch's pre-zip format (``_use_new_zipfile_serialization=False``,
+    as older tools wrote it) cannot be memory-mapped: read whole, the same tensors; its shapes
+    check as the run's checks read them, before any actor."""
+    reference_vqvae.save_pretrained(str(tmp_path), safe_serialization=True)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(reference_vqvae.state_dict(), tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    state = read_state_dict(str(tmp_path))
+    for key, tensor in reference_vqvae.state_dict().items():
+        assert torch.equal(state[key], tensor), key
+    assert stored_shapes(str(tmp_path)) == {k: tuple(v.shape) for k, v in reference_vqvae.state_dict().items()}
+
+
 def test_our_files_load_in_transformers(reference_vqvae, tmp_path):
     config = load_preset("tiny").vqvae_config
     written = save_pretrained_state_dict(config, reference_vqvae.state_dict(), str(tmp_path), max_shard_size="30KB")

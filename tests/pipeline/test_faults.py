@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -324,3 +325,48 @@ def test_audio_holding_nan_is_rejected_per_file_before_any_token(ray_session, tm
     assert len(result.rejected) == 1 and "broken.wav" in result.rejected[0] and "NaN" in result.rejected[0]
     assert list(pd.read_parquet(out / "manifest.parquet")["song_id"]) == ["good"]
     assert not list(out.glob("tokens/level=*/broken*")) and not (out / "done" / "broken.json").exists()
+
+
+# ----------------------------------------------------------------------------- stopped early, as a user sees it
+def _cli_env(faults: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "RAY_ADDRESS")}, FAULTS: faults,
+            "RAY_TMPDIR": tempfile.mkdtemp(prefix="rays"), "PYTHONPATH": str(REPO)}
+
+
+_SHORT = ["songs.0.duration_s=0.3", "songs.1.duration_s=0.3", "ray.num_cpus=2"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_with_one_line_and_exit_3_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", f"output.url={out}", f"hydra.run.dir={tmp_path / 'hydra'}", *_SHORT]
+    full = subprocess.run(command, cwd=tmp_path, env=_cli_env("write.audio.temp@1:enospc"), capture_output=True, text=True,
+                          timeout=600)
+    assert full.returncode == 3, full.stderr[-3000:]
+    stops = [line for line in full.stderr.splitlines() if line.startswith("stopped: ")]
+    assert len(stops) == 1 and stops[0].startswith("stopped: no space left on the device"), full.stderr[-3000:]
+    assert "Traceback" not in full.stderr + full.stdout
+    again = subprocess.run(command, cwd=tmp_path, env=_cli_env(""), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(pd.read_parquet(out / "manifest.parquet")["song_id"]) == ["country_morning", "jazz_night"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, why", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_end_with_one_line_and_no_ray_process_outlives_them(signum, code, why, tmp_path):
+    gate = Gate(tmp_path / "gate")
+    command = [sys.executable, "-m", "pipeline", f"output.url={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}", *_SHORT]
+    driver = subprocess.Popen(command, cwd=tmp_path, env=_cli_env(f"driver.collected@2:pause={gate.dir}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert gate.wait() == "driver.collected"
+    ray_processes = psutil.Process(driver.pid).children(recursive=True)
+    assert {"raylet", "gcs_server"} <= {p.name() for p in ray_processes}
+    driver.send_signal(signum)  # to the driver (as `kill -INT`, or a job scheduler's SIGTERM); the gate never opens
+    _, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == code, stderr[-3000:]
+    stops = [line for line in stderr.splitlines() if line.startswith("stopped: ")]
+    assert stops == [f"stopped: {why}; every finished window and song is kept: run the same command again to resume"], stderr[-3000:]
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(ray_processes, timeout=10)
+    assert not alive, [(p.pid, p.name()) for p in alive]
