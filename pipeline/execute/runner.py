@@ -33,7 +33,7 @@ from pipeline.run.spec import Stage, stage_level
 from pipeline.run.validate import ValidatedRun, validate_run
 from pipeline.store.lease import RunLease
 from pipeline.store.manifest import ENCODE_MANIFEST_SCHEMA, MANIFEST_SCHEMA, ManifestWriter
-from pipeline.store.ownership import check_output_folder, mark_output, unmark_if_unused
+from pipeline.store.ownership import mark_output, unmark_if_unused
 from pipeline.store.verify import finished_intact
 from pipeline.store.writer import RunStorage
 
@@ -252,7 +252,6 @@ def run(
     validated = validate_run(cfg)
     _log_plan(cfg, validated.summary)
     storage = RunStorage(cfg.output.url)
-    check_output_folder(storage)  # a folder this tool owns, or a new one
     if cfg.dry_run:
         return RunResult(output_url=storage.url, plan=validated.summary, dry_run=True)
     run_id = uuid.uuid4().hex[:12]

@@ -18,10 +18,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import ray
+import torch
 import yaml
 
 from models.config import JukeboxConfig
+from models.jukebox import JukeboxModel
+from models.loading import resolve_dtype
+from models.meta import empty_on_meta
 from models.presets import available_presets, is_preset
 from models.windows import LevelGeometry, length_for_seconds
 from pipeline.actors import builders
@@ -32,11 +37,12 @@ from pipeline.run.config import RunConfig, RunMode
 from pipeline.run.grid import GridSong, duplicate_error
 from pipeline.run.labels import SongLabels, match_labels, read_labels
 from pipeline.run.prompts import available_samples
-from pipeline.run.spec import N_LEVELS, stage_level
+from pipeline.run.spec import N_LEVELS, Stage, stage_level
 from pipeline.run.spec import SongSpec
 from pipeline.run.urls import check_shared_url
 from pipeline.run.vocabulary import VocabularyCheck, check_vocabulary, load_tokenizer
 from pipeline.store.audio_input import AudioSource, conversion_notes, scan_audio
+from pipeline.store.ownership import check_output_folder
 from pipeline.store.writer import RunStorage
 
 logger = logging.getLogger(__name__)
@@ -224,9 +230,37 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
                         needs_encoder=True)
 
 
+_PRIOR_OF_STAGE = {Stage.TOP: 0, Stage.MIDDLE: 1, Stage.BOTTOM: 2}  # models/prior index: 0 = top
+
+
+def _check_host_memory(cfg: RunConfig, model: JukeboxConfig, stages: list[Stage]) -> None:
+    """Each CPU stage actor of a local Ray holds its model's weights in this machine's memory:
+    refuse a model whose one component alone is larger than that memory, before an actor tries
+    to allocate it (a preset of width 1e6 asked an actor for 31.6 GB). Parameters are counted on
+    the meta device (nothing allocated)."""
+    with empty_on_meta():
+        whole = JukeboxModel(model)
+    total = psutil.virtual_memory().total
+    for stage in stages:
+        if cfg.stages[stage].num_gpus > 0 or stage not in (*_PRIOR_OF_STAGE, Stage.DECODE, Stage.ENCODE):
+            continue
+        part = whole.priors[_PRIOR_OF_STAGE[stage]] if stage in _PRIOR_OF_STAGE else whole.vqvae
+        dtype = resolve_dtype(cfg.model.dtype, "cpu") if stage in _PRIOR_OF_STAGE else torch.float32
+        count = sum(p.numel() for p in part.parameters())
+        needed = count * dtype.itemsize
+        if needed > total:
+            raise ValueError(
+                f"model {cfg.model.source!r}: the {stage.value} stage's weights alone are {count:.3g} parameters, "
+                f"{needed / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')}, and this machine has "
+                f"{total / 2**30:.1f} GiB of memory; use a smaller model, GPUs (stages.{stage.value}.num_gpus), "
+                "or a cluster (ray.address)"
+            )
+
+
 def validate_run(cfg: RunConfig) -> ValidatedRun:
     """Check everything that can be checked before loading models; ValueError naming the field."""
     check_shared_url(cfg.output.url, "output.url")
+    check_output_folder(RunStorage(cfg.output.url))  # a folder this tool owns, or a new one
     model = _model_config(cfg)
     if model.nb_priors != N_LEVELS:
         raise ValueError(f"model {cfg.model.source!r} has {model.nb_priors} priors; the pipeline runs {N_LEVELS}-level Jukebox models")
@@ -238,8 +272,9 @@ def validate_run(cfg: RunConfig) -> ValidatedRun:
     if cfg.ray.address is None and not ray.is_initialized():
         # a local Ray is to be started: what the config fixes of it is known now (the live
         # cluster is checked once connected, before any placement group: runner.run)
-        stages = needed_stages(cfg, prompts=validated.needs_encoder)
-        check_resources(cfg, stages, local_nodes(cfg), describe_local(cfg))
+        check_resources(cfg, needed_stages(cfg, prompts=validated.needs_encoder), local_nodes(cfg), describe_local(cfg))
+    if cfg.ray.address is None:  # the stages run on this machine (a local Ray, started now or already running)
+        _check_host_memory(cfg, model, needed_stages(cfg, prompts=validated.needs_encoder))
     if not cfg.dry_run:
         RunStorage(cfg.output.url).check_writable()
     return validated

@@ -20,9 +20,11 @@ import os
 import posixpath
 from pathlib import Path
 
-from pipeline.store.writer import RunStorage
+from pipeline.store.manifest import MANIFEST_NAME
+from pipeline.store.writer import LEASE_NAME, SUMMARY_NAME, RunStorage
 
 MARKER_NAME = ".jukebox-output"
+_OWN_FILES = (MANIFEST_NAME, SUMMARY_NAME, LEASE_NAME)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or site-packages for a wheel
 _SHOWN_ENTRIES = 5
 
@@ -63,7 +65,14 @@ def check_output_folder(storage: RunStorage) -> None:
         parent, previous = posixpath.dirname(parent), parent
         if parent == previous:
             break
-    if not fs.exists(root) or fs.exists(posixpath.join(root, MARKER_NAME)):
+    if fs.exists(posixpath.join(root, MARKER_NAME)):
+        for name in _OWN_FILES:  # what the tool writes there as files must be files
+            path = posixpath.join(root, name)
+            if fs.exists(path) and fs.isdir(path):
+                raise OutputNotOursError(f"output.url {url!r}: {name} is a folder, expected the file this tool writes "
+                                         "there; move it away")
+        return
+    if not fs.exists(root):
         return
     if not fs.isdir(root):
         raise OutputNotOursError(f"output.url {url!r} is a file, expected a folder (new, empty, or an output of this tool)")

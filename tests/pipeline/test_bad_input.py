@@ -147,6 +147,10 @@ CASES = [
     case("output_holds_other_files", "output.url={d}/audio_and_notes", "output.url", "audio_and_notes",
          "holds files this tool did not write (notes.txt, song.wav)"),
     case("output_is_the_root", "output.url=/", "output.url '/'", "the file-system root"),
+    case("output_manifest_is_a_folder", "output.url={d}/marked_out", "marked_out", "manifest.parquet is a folder"),
+    # late failures the checks catch first
+    case("model_larger_than_memory", "model.preset={d}/huge_preset.yaml", "huge_preset.yaml", "the top stage's weights",
+         "GiB of memory"),
 ]
 
 
@@ -184,6 +188,10 @@ def files(tmp_path_factory) -> Path:
     (audio / "notes.txt").write_text("liner notes")
     (d / "fake_audio").mkdir()
     (d / "fake_audio" / "fake.wav").write_text("RIFF but not really")
+    (d / "marked_out" / "manifest.parquet").mkdir(parents=True)  # an output of this tool, damaged by hand
+    (d / "marked_out" / ".jukebox-output").write_text("{}")
+    tiny = (REPO / "conf" / "model" / "tiny.yaml").read_text()
+    (d / "huge_preset.yaml").write_text(tiny.replace("hidden_size: 64", "hidden_size: 1000000", 1))  # the top prior's
     os.mkfifo(d / "fifo")  # opening it for reading would wait for a writer forever
     (d / "huge_lyrics.txt").write_text("la " * 400_000)  # 1.2 MB
     levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']

@@ -29,6 +29,7 @@ import soundfile
 
 from pipeline.faults import ENV as FAULTS
 from pipeline.store.lease import LeaseInfo, OutputBusyError
+from pipeline.store.ownership import MARKER_NAME
 from pipeline.execute.runner import run
 from pipeline.store.writer import LEASE_NAME
 from tests.pipeline.conftest import compose_config
@@ -89,6 +90,7 @@ def _interrupted(parts_out: Path, tmp_path: Path) -> Path:
     """Every window and segment of every song stored, none closed (as a run killed before closing)."""
     out = tmp_path / "out"
     shutil.copytree(parts_out / "parts", out / "parts")
+    shutil.copy(parts_out / MARKER_NAME, out / MARKER_NAME)  # the killed run had marked its output
     return out
 
 
