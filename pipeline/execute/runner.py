@@ -122,6 +122,7 @@ def _connect(cfg: RunConfig) -> bool:
         try:
             with local_ray_env(), _keeping_sigterm_handler():  # loopback only, token authentication on
                 ray.init(num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, include_dashboard=spec.include_dashboard, **common)
+            faults.point("driver.ray_started")  # still starting, as far as the run is concerned
         except BaseException:  # Ctrl-C while Ray starts: what it started goes now
             ray.shutdown()
             reaper.release(watchdog)

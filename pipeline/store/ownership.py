@@ -2,9 +2,8 @@
 
 A run writes, renames and deletes files in its output folder; it must never do so in a folder
 that holds someone else's files. So an output folder is either new (absent or empty), or carries
-the project's marker file, ``.jukebox-output``, written with the first lease taken on it
-(:meth:`pipeline.store.lease.RunLease.acquire`). Anything else is refused before any work, naming
-the path:
+the project's marker file, ``.jukebox-output``, which a run writes (:func:`mark_output`) as soon
+as it holds the output's lease. Anything else is refused before any work, naming the path:
 
 - a folder that holds files but no marker (a user's folder, or an output of a version of this
   tool that wrote no marker: ``touch OUTPUT/.jukebox-output`` adopts such an output);
@@ -43,6 +42,15 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _ancestors(path: str) -> list[str]:
+    """The folders above ``path`` (``a/b/c`` -> ``a/b``, ``a``), the file-system root left out."""
+    found, parent = [], posixpath.dirname(path.rstrip("/"))
+    while parent not in ("", "/", ".") and parent not in found:
+        found.append(parent)
+        parent = posixpath.dirname(parent)
+    return found
+
+
 def check_output_folder(storage: RunStorage) -> None:
     """Refuse ``storage``'s output folder unless the project owns it or it is new (module doc).
 
@@ -57,14 +65,10 @@ def check_output_folder(storage: RunStorage) -> None:
                 why = f"is {what}" if folder == real else f"holds {what} ({folder})"
                 raise OutputNotOursError(f"output.url {url!r} {why}: a run may not write there; choose a folder of its "
                                          "own, e.g. outputs/jukebox")
-    parent = posixpath.dirname(root.rstrip("/"))
-    while parent and parent not in ("/", ".") and parent != root:
+    for parent in _ancestors(root):
         if fs.exists(posixpath.join(parent, MARKER_NAME)):
             raise OutputNotOursError(f"output.url {url!r} lies inside the output {storage.uri(parent)!r}: outputs may "
                                      "not nest (a run sweeps and rewrites its whole folder); choose a folder outside it")
-        parent, previous = posixpath.dirname(parent), parent
-        if parent == previous:
-            break
     if fs.exists(posixpath.join(root, MARKER_NAME)):
         for name in _OWN_FILES:  # what the tool writes there as files must be files
             path = posixpath.join(root, name)

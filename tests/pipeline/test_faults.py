@@ -354,14 +354,17 @@ def test_a_full_disk_ends_with_one_line_and_exit_3_and_the_same_command_resumes(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code, why", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                               (signal.SIGTERM, 143, "terminated (SIGTERM)")])
-def test_ctrl_c_and_sigterm_end_with_one_line_and_no_ray_process_outlives_them(signum, code, why, tmp_path):
+@pytest.mark.parametrize("point, signum, code, why", [
+    ("driver.collected@2", signal.SIGINT, 130, "interrupted (Ctrl-C)"),  # mid-run
+    ("driver.collected@2", signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    ("driver.ray_started@1", signal.SIGINT, 130, "interrupted (Ctrl-C)"),  # while Ray starts, before any actor
+])
+def test_ctrl_c_and_sigterm_end_with_one_line_and_no_ray_process_outlives_them(point, signum, code, why, tmp_path):
     gate = Gate(tmp_path / "gate")
     command = [sys.executable, "-m", "pipeline", f"output.url={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}", *_SHORT]
-    driver = subprocess.Popen(command, cwd=tmp_path, env=_cli_env(f"driver.collected@2:pause={gate.dir}"),
+    driver = subprocess.Popen(command, cwd=tmp_path, env=_cli_env(f"{point}:pause={gate.dir}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert gate.wait() == "driver.collected"
+    assert gate.wait() == point.split("@")[0]
     ray_processes = psutil.Process(driver.pid).children(recursive=True)
     assert {"raylet", "gcs_server"} <= {p.name() for p in ray_processes}
     driver.send_signal(signum)  # to the driver (as `kill -INT`, or a job scheduler's SIGTERM); the gate never opens
