@@ -21,7 +21,6 @@ import tempfile
 
 import numpy as np
 import pyarrow.parquet as pq
-import ray
 from hydra import compose, initialize_config_module
 
 from pipeline.execute.runner import run
@@ -29,13 +28,13 @@ from pipeline.execute.runner import run
 LEVELS = {"top": 2, "middle": 1, "bottom": 0}
 
 
-def _run(out: str, songs: int, duration: float, *overrides: str):
+def _run(out: str, songs: int, duration: float, *overrides: str, keep_ray: bool = False):
     grid = (f"songs_grid={{base: {{duration_s: {duration}, lyrics: la la, genres: [country], artist: Alan Jackson}}, "
             f"product: {{seed: [{', '.join(str(s) for s in range(songs))}]}}}}")
     with initialize_config_module(config_module="conf", version_base=None):
         cfg = compose(config_name="config", overrides=[grid, f"output.url={out}", "scheduler.progress_interval_s=30",
                                                        *overrides])
-    return run(cfg)
+    return run(cfg, keep_ray=keep_ray)
 
 
 def _tokens(result) -> dict[tuple[str, str], np.ndarray]:
@@ -52,12 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = args.out or tempfile.mkdtemp(prefix="bench-invariance-")
-    ray.init(include_dashboard=False, log_to_driver=False)
-    try:
-        alone = _tokens(_run(os.path.join(out, "alone"), args.songs, args.duration, "scheduler.max_songs_in_flight=1"))
-        batched = _tokens(_run(os.path.join(out, "batched"), args.songs, args.duration))
-    finally:
-        ray.shutdown()
+    # one local Ray, started by the first run as any run starts it (loopback, its own token), kept for the second
+    alone = _tokens(_run(os.path.join(out, "alone"), args.songs, args.duration, "scheduler.max_songs_in_flight=1", keep_ray=True))
+    batched = _tokens(_run(os.path.join(out, "batched"), args.songs, args.duration))
     levels, songs = {}, set()
     for name in LEVELS:
         keys = [key for key in alone if key[1] == name]

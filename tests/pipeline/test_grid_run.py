@@ -126,8 +126,8 @@ def test_tokens_equal_each_song_sampled_alone(grid_run):
             if not np.array_equal(ours, expected[index][0].numpy()):
                 differing.append((row["song_id"], name, int((ours != expected[index][0].numpy()).sum()), ours.size))
     # A batch rounds differently from one song alone, and a draw within rounding of the boundary
-    # between two tokens flips (README: measured 1 song in 200); 3 of 24 would be 75x that rate.
-    assert len({song for song, *_ in differing}) <= 2, differing
+    # between two tokens flips (README: 3 songs in 200 measured); 4 of 24 would be 11x that rate.
+    assert len({song for song, *_ in differing}) <= 3, differing
 
 
 @pytest.mark.slow
