@@ -363,11 +363,15 @@ def test_ctrl_c_and_sigterm_end_with_one_line_and_no_ray_process_outlives_them(p
     command = [sys.executable, "-m", "pipeline", f"output.url={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}", *_SHORT]
     driver = subprocess.Popen(command, cwd=tmp_path, env=_cli_env(f"{point}:pause={gate.dir}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert gate.wait() == point.split("@")[0]
-    ray_processes = psutil.Process(driver.pid).children(recursive=True)
-    assert {"raylet", "gcs_server"} <= {p.name() for p in ray_processes}
-    driver.send_signal(signum)  # to the driver (as `kill -INT`, or a job scheduler's SIGTERM); the gate never opens
-    _, stderr = driver.communicate(timeout=300)
+    try:
+        assert gate.wait() == point.split("@")[0]
+        ray_processes = psutil.Process(driver.pid).children(recursive=True)
+        assert {"raylet", "gcs_server"} <= {p.name() for p in ray_processes}
+        driver.send_signal(signum)  # to the driver (as `kill -INT`, or a job scheduler's SIGTERM); the gate never opens
+        _, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:  # a failed test leaves no driver behind
+            driver.kill()
     assert driver.returncode == code, stderr[-3000:]
     stops = [line for line in stderr.splitlines() if line.startswith("stopped: ")]
     assert stops == [f"stopped: {why}; every finished window and song is kept: run the same command again to resume"], stderr[-3000:]
