@@ -37,7 +37,7 @@ from pipeline.run.config import RunConfig, RunMode
 from pipeline.run.grid import GridSong, duplicate_error
 from pipeline.run.labels import SongLabels, match_labels, read_labels
 from pipeline.run.prompts import available_samples
-from pipeline.run.spec import N_LEVELS, Stage, stage_level
+from pipeline.run.spec import N_LEVELS, SAMPLING_STAGES, Stage, stage_level
 from pipeline.run.spec import SongSpec
 from pipeline.run.urls import check_shared_url
 from pipeline.run.vocabulary import VocabularyCheck, check_vocabulary, load_tokenizer
@@ -230,9 +230,6 @@ def _validate_encode(cfg: RunConfig, model: JukeboxConfig, geometries: dict[int,
                         needs_encoder=True)
 
 
-_PRIOR_OF_STAGE = {Stage.TOP: 0, Stage.MIDDLE: 1, Stage.BOTTOM: 2}  # models/prior index: 0 = top
-
-
 def _check_host_memory(cfg: RunConfig, model: JukeboxConfig, stages: list[Stage]) -> None:
     """Each CPU stage actor of a local Ray holds its model's weights in this machine's memory:
     refuse a model whose one component alone is larger than that memory, before an actor tries
@@ -242,10 +239,11 @@ def _check_host_memory(cfg: RunConfig, model: JukeboxConfig, stages: list[Stage]
         whole = JukeboxModel(model)
     total = psutil.virtual_memory().total
     for stage in stages:
-        if cfg.stages[stage].num_gpus > 0 or stage not in (*_PRIOR_OF_STAGE, Stage.DECODE, Stage.ENCODE):
+        if cfg.stages[stage].num_gpus > 0 or stage is Stage.TOKENIZE:
             continue
-        part = whole.priors[_PRIOR_OF_STAGE[stage]] if stage in _PRIOR_OF_STAGE else whole.vqvae
-        dtype = resolve_dtype(cfg.model.dtype, "cpu") if stage in _PRIOR_OF_STAGE else torch.float32
+        sampling = stage in SAMPLING_STAGES  # models/prior index 0 is the top level (VQ-VAE level 2)
+        part = whole.priors[N_LEVELS - 1 - stage_level(stage)] if sampling else whole.vqvae
+        dtype = resolve_dtype(cfg.model.dtype, "cpu") if sampling else torch.float32
         count = sum(p.numel() for p in part.parameters())
         needed = count * dtype.itemsize
         if needed > total:
@@ -269,12 +267,13 @@ def validate_run(cfg: RunConfig) -> ValidatedRun:
         validated = _validate_encode(cfg, model, geometries)
     else:
         validated = _validate_songs(cfg, model, geometries)
+    stages = needed_stages(cfg, prompts=validated.needs_encoder)
     if cfg.ray.address is None and not ray.is_initialized():
         # a local Ray is to be started: what the config fixes of it is known now (the live
         # cluster is checked once connected, before any placement group: runner.run)
-        check_resources(cfg, needed_stages(cfg, prompts=validated.needs_encoder), local_nodes(cfg), describe_local(cfg))
+        check_resources(cfg, stages, local_nodes(cfg), describe_local(cfg))
     if cfg.ray.address is None:  # the stages run on this machine (a local Ray, started now or already running)
-        _check_host_memory(cfg, model, needed_stages(cfg, prompts=validated.needs_encoder))
+        _check_host_memory(cfg, model, stages)
     if not cfg.dry_run:
         RunStorage(cfg.output.url).check_writable()
     return validated

@@ -25,6 +25,7 @@ Wall time comes from the storage's clock, so tests move it by hand.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ class OutputBusyError(ValueError):
     """Another run holds the output's lease (a usage error: wait for it, or use another output)."""
 
 
+@functools.cache
 def machine_identity() -> str:
     """This machine and boot: the machine id and the kernel's boot id (Linux), else empty (then
     no lease is judged by its holder's pid)."""
